@@ -1,0 +1,107 @@
+"""Measure one backend at one configuration; print a JSON line. Run as a fresh process.
+
+Usage: python -m naf_export.bench.worker --backend pytorch --ratio 16 [--channels 384]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _time(run: Callable[[], object], repeats: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def _pytorch_runner(args: argparse.Namespace) -> Callable[[], object]:
+    from naf_export.checkpoint import load_naf
+    from naf_export.samples import sample_batch
+
+    torch.set_num_threads(args.threads)
+    model = load_naf(args.checkpoint)
+    image, features = sample_batch((args.image, args.image), (args.features, args.features), args.channels)
+    out = args.features * args.ratio
+
+    def run() -> object:
+        with torch.inference_mode():
+            return model(image, features, (out, out))
+
+    return run
+
+
+def _attention_runner(args: argparse.Namespace) -> Callable[[], object]:
+    """The PyTorch attention op alone at the protocol's shapes (query 256 channels)."""
+    from naf_export.attention import cross_scale_neighborhood_attention
+
+    torch.set_num_threads(args.threads)
+    gen = torch.Generator().manual_seed(0)
+    out = args.features * args.ratio
+    q = torch.randn(1, 256, out, out, generator=gen)
+    k = torch.randn(1, 256, args.features, args.features, generator=gen)
+    v = torch.randn(1, args.channels, args.features, args.features, generator=gen)
+
+    def run() -> object:
+        with torch.inference_mode():
+            return cross_scale_neighborhood_attention(q, k, v, 4)
+
+    return run
+
+
+RUNNERS: dict[str, Callable[[argparse.Namespace], Callable[[], object]]] = {
+    "pytorch": _pytorch_runner,
+    "pytorch-attention": _attention_runner,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backend", required=True, choices=sorted(RUNNERS))
+    parser.add_argument("--ratio", type=int, required=True)
+    parser.add_argument("--channels", type=int, default=384)
+    parser.add_argument("--image", type=int, default=448)
+    parser.add_argument("--features", type=int, default=28)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--checkpoint", default=None)
+    args = parser.parse_args(argv)
+    import warnings
+
+    warnings.filterwarnings("ignore", message="NAF has UNTRAINED weights")
+    run = RUNNERS[args.backend](args)
+    times = _time(run, args.repeats, args.warmup)
+    result = {
+        "backend": args.backend,
+        "ratio": args.ratio,
+        "channels": args.channels,
+        "output": args.features * args.ratio,
+        "threads": args.threads,
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "times_ms": times,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
