@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import warnings
@@ -13,8 +12,6 @@ import torch
 from .model import NAF
 
 __all__ = ["CheckpointError", "load_naf", "load_state_dict", "UNTRAINED_SEED"]
-
-log = logging.getLogger(__name__)
 
 #: Seed of the stand-in weights used when no checkpoint is given.
 UNTRAINED_SEED = 0
@@ -114,7 +111,6 @@ def load_naf(checkpoint: str | os.PathLike[str] | None = None) -> NAF:
             "real model."
         )
         warnings.warn(message, UserWarning, stacklevel=2)
-        log.warning(message)
         return model.eval()
     state = load_state_dict(checkpoint)
     _check_against(model, state, repr(os.fspath(checkpoint)))

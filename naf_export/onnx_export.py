@@ -1,0 +1,355 @@
+"""Export NAF to ONNX.
+
+The graph is written node by node from the model's weights (no tracing), for fixed spatial sizes:
+resizing and non-divisible adaptive pooling become exact matrices taken from PyTorch itself, the
+RoPE tables are built in the graph from per-row and per-column angles, and the attention step is
+either
+
+* ``fused``: one ``naf::CrossScaleNeighborhoodAttention`` node (the project's plugin), with the
+  index tables as int32 initializers, or
+* ``portable``: standard ONNX operators only — a batched matrix product over low-resolution
+  cells when the ratio divides the output size, otherwise a gather formulation (row windows by
+  ``Gather``, column windows by exact one-hot matrix products).
+
+Inputs are named ``image`` (B, 3, Hi, Wi) and ``features`` (B, C, h, w); the output ``upsampled``
+(B, C, H, W).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
+
+from .attention import neighborhood_index
+from .model import NAF, _size_pair
+
+__all__ = ["ATTENTION_DOMAIN", "ATTENTION_OP", "OPSET", "export_onnx", "register_attention_schema"]
+
+OPSET = 17
+ATTENTION_DOMAIN = "naf"
+ATTENTION_OP = "CrossScaleNeighborhoodAttention"
+INPUT_NAMES = ("image", "features")
+OUTPUT_NAME = "upsampled"
+
+
+def register_attention_schema() -> None:
+    """Make onnx's checker and shape inference aware of ``naf::CrossScaleNeighborhoodAttention``."""
+    try:
+        onnx.defs.get_schema(ATTENTION_OP, 1, ATTENTION_DOMAIN)
+        return
+    except onnx.defs.SchemaError:
+        pass
+    schema = onnx.defs.OpSchema(
+        ATTENTION_OP,
+        ATTENTION_DOMAIN,
+        1,
+        doc="Cross-scale neighborhood attention (naf-export, DESIGN.md section 2).",
+        inputs=[
+            onnx.defs.OpSchema.FormalParameter("query", "T"),
+            onnx.defs.OpSchema.FormalParameter("key", "T"),
+            onnx.defs.OpSchema.FormalParameter("value", "T"),
+            onnx.defs.OpSchema.FormalParameter("row_index", "tensor(int32)"),
+            onnx.defs.OpSchema.FormalParameter("col_index", "tensor(int32)"),
+        ],
+        outputs=[onnx.defs.OpSchema.FormalParameter("output", "T")],
+        type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "storage type")],
+        attributes=[
+            onnx.defs.OpSchema.Attribute("num_heads", onnx.defs.OpSchema.AttrType.INT, "heads"),
+            onnx.defs.OpSchema.Attribute("scale", onnx.defs.OpSchema.AttrType.FLOAT, "logit scale"),
+        ],
+    )
+    onnx.defs.register_schema(schema)
+
+
+def _linear_resize_matrix(in_size: int, out_size: int, mode: str) -> np.ndarray:
+    """(out_size, in_size) matrix M with resize(x) = M @ x along one axis, read from PyTorch."""
+    eye = torch.eye(in_size, dtype=torch.float64).view(1, in_size, in_size, 1)
+    if mode == "bilinear":
+        out = F.interpolate(eye, size=(out_size, 1), mode="bilinear", align_corners=False)
+    else:
+        out = F.adaptive_avg_pool2d(eye, (out_size, 1))
+    return out.view(in_size, out_size).t().numpy().astype(np.float32)
+
+
+class _Graph:
+    """Small helper that names nodes and initializers uniquely."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def name(self, hint: str) -> str:
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+    def const(self, value: np.ndarray | torch.Tensor, hint: str = "const") -> str:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def ints(self, values: Sequence[int], hint: str = "shape") -> str:
+        return self.const(np.asarray(values, dtype=np.int64), hint)
+
+    def op(self, op_type: str, inputs: Sequence[str], hint: str | None = None, domain: str = "", **attrs) -> str:
+        out = self.name(hint or op_type.lower())
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=out, domain=domain, **attrs))
+        return out
+
+    # Shorthands for the ops used repeatedly.
+    def reshape(self, x: str, shape: Sequence[int]) -> str:
+        return self.op("Reshape", [x, self.ints(shape)])
+
+    def transpose(self, x: str, perm: Sequence[int]) -> str:
+        return self.op("Transpose", [x], perm=list(perm))
+
+    def matmul(self, a: str, b: str) -> str:
+        return self.op("MatMul", [a, b])
+
+
+def _resize_axes(g: _Graph, x: str, in_hw: tuple[int, int], out_hw: tuple[int, int], mode: str) -> str:
+    """Exact separable resize / adaptive average pooling of an NCHW tensor."""
+    if in_hw == out_hw:
+        return x
+    (ih, iw), (oh, ow) = in_hw, out_hw
+    if mode == "pool" and ih % oh == 0 and iw % ow == 0:
+        kernel = [ih // oh, iw // ow]  # identical windows to PyTorch's adaptive pooling
+        return g.op("AveragePool", [x], kernel_shape=kernel, strides=kernel)
+    if iw != ow:
+        x = g.matmul(x, g.const(_linear_resize_matrix(iw, ow, mode).T.copy(), "resize_w"))
+    if ih != oh:
+        x = g.matmul(g.const(_linear_resize_matrix(ih, oh, mode), "resize_h"), x)
+    return x
+
+
+def _conv(g: _Graph, x: str, conv: torch.nn.Conv2d) -> str:
+    k = conv.kernel_size[0]
+    if k > 1:  # reflect padding, as the release's padding_mode="reflect"
+        p = k // 2
+        x = g.op("Pad", [x, g.ints([0, 0, p, p, 0, 0, p, p])], mode="reflect")
+    return g.op("Conv", [x, g.const(conv.weight, "conv_w"), g.const(conv.bias, "conv_b")], kernel_shape=[k, k])
+
+
+def _mean_per_group(g: _Graph, y: str) -> str:
+    # One axis at a time (W, then H, then the group's channels): runtimes such as ONNX Runtime
+    # sum a reduction sequentially in float32, which over a whole group (up to millions of
+    # values) costs ~1e-5 relative error; short reductions keep float32 parity with PyTorch.
+    for axis in (4, 3, 2):
+        y = g.op("ReduceMean", [y], axes=[axis], keepdims=1)
+    return y
+
+
+def _group_norm(g: _Graph, x: str, norm: torch.nn.GroupNorm, hw: tuple[int, int]) -> str:
+    groups, channels = norm.num_groups, norm.num_channels
+    y = g.reshape(x, [0, groups, channels // groups, *hw])
+    centred = g.op("Sub", [y, _mean_per_group(g, y)])
+    var = _mean_per_group(g, g.op("Mul", [centred, centred]))
+    std = g.op("Sqrt", [g.op("Add", [var, g.const(np.float32(norm.eps), "gn_eps")])])
+    y = g.reshape(g.op("Div", [centred, std]), [0, channels, *hw])
+    y = g.op("Mul", [y, g.const(norm.weight.view(channels, 1, 1), "gn_gamma")])
+    return g.op("Add", [y, g.const(norm.bias.view(channels, 1, 1), "gn_beta")])
+
+
+def _silu(g: _Graph, x: str) -> str:
+    return g.op("Mul", [x, g.op("Sigmoid", [x])])
+
+
+def _encoder_branch(g: _Graph, x: str, branch: torch.nn.Sequential, hw: tuple[int, int]) -> str:
+    x = _conv(g, x, branch[0])
+    for block in branch[1:]:
+        x = _conv(g, _silu(g, _group_norm(g, x, block.norm1, hw)), block.conv1)
+        x = _conv(g, _silu(g, _group_norm(g, x, block.norm2, hw)), block.conv2)
+    return x
+
+
+def _rope(g: _Graph, x: str, model: NAF, hw: tuple[int, int]) -> str:
+    rope = model.image_encoder.rope
+    h, w = hw
+    half = rope.head_dim // 2
+    with torch.no_grad():
+        row, col = rope._angles(h).t(), rope._angles(w).t()  # (D/4, H), (D/4, W)
+    tables = []
+    for fn in (torch.cos, torch.sin):
+        rows = g.op("Expand", [g.const(fn(row)[:, :, None], "rope_row"), g.ints([half // 2, h, w])])
+        cols = g.op("Expand", [g.const(fn(col)[:, None, :], "rope_col"), g.ints([half // 2, h, w])])
+        tables.append(g.op("Concat", [rows, cols], axis=0))  # (D/2, H, W)
+    cos, sin = tables
+    x = g.reshape(x, [0, rope.num_heads, 2, half, h, w])
+    first = g.op("Slice", [x, g.ints([0]), g.ints([1]), g.ints([2])])
+    second = g.op("Slice", [x, g.ints([1]), g.ints([2]), g.ints([2])])
+    out_first = g.op("Sub", [g.op("Mul", [first, cos]), g.op("Mul", [second, sin])])
+    out_second = g.op("Add", [g.op("Mul", [second, cos]), g.op("Mul", [first, sin])])
+    out = g.op("Concat", [out_first, out_second], axis=2)
+    return g.reshape(out, [0, rope.num_heads * rope.head_dim, h, w])
+
+
+def _attention_fused(g, q, k, v, model, in_hw, out_hw) -> str:
+    rows = neighborhood_index(in_hw[0], out_hw[0], model.kernel_size).to(torch.int32)
+    cols = neighborhood_index(in_hw[1], out_hw[1], model.kernel_size).to(torch.int32)
+    return g.op(
+        ATTENTION_OP,
+        [q, k, v, g.const(rows, "row_index"), g.const(cols, "col_index")],
+        hint="cross_scale_attention",
+        domain=ATTENTION_DOMAIN,
+        num_heads=model.num_heads,
+        scale=float(model.scale),
+    )
+
+
+def _attention_cells(g, q, k, v, model, dq_all, channels, in_hw, out_hw) -> str:
+    """Divisible ratios: all queries of one low-resolution cell share one K x K window, so the
+    attention is a batched matrix product over cells."""
+    (h, w), (out_h, out_w) = in_hw, out_hw
+    heads, kk = model.num_heads, model.kernel_size
+    dq, e = dq_all // heads, channels // heads
+    dh, dw = out_h // h, out_w // w
+    # Window of each cell along each axis: the window of the cell's first output row/column.
+    row_win = neighborhood_index(h, out_h, kk)[::dh]  # (h, K)
+    col_win = neighborhood_index(w, out_w, kk)[::dw]  # (w, K)
+
+    def windows(x: str, d: int) -> str:  # (B, n*d, h, w) -> (B, n, h*w, K*K, d)
+        x = g.reshape(x, [0, heads, d, h, w])
+        x = g.op("Gather", [x, g.const(row_win, "row_windows")], axis=3)  # B n d h K w
+        x = g.op("Gather", [x, g.const(col_win, "col_windows")], axis=5)  # B n d h K w K
+        x = g.transpose(x, [0, 1, 3, 5, 4, 6, 2])  # B n h w K K d
+        return g.reshape(x, [0, heads, h * w, kk * kk, d])
+
+    qc = g.reshape(q, [0, heads, dq, h, dh, w, dw])
+    qc = g.transpose(qc, [0, 1, 3, 5, 4, 6, 2])  # B n h w dh dw dq
+    qc = g.reshape(qc, [0, heads, h * w, dh * dw, dq])
+    kt = g.transpose(windows(k, dq), [0, 1, 2, 4, 3])  # B n cells dq KK
+    logits = g.op("Mul", [g.matmul(qc, kt), g.const(np.float32(model.scale), "scale")])
+    probs = g.op("Softmax", [logits], axis=-1)
+    out = g.matmul(probs, windows(v, e))  # B n cells (dh dw) e
+    out = g.reshape(out, [0, heads, h, w, dh, dw, e])
+    out = g.transpose(out, [0, 1, 6, 2, 4, 3, 5])  # B n e h dh w dw
+    return g.reshape(out, [0, channels, out_h, out_w])
+
+
+def _attention_gather(g, q, k, v, model, dq_all, channels, in_hw, out_hw) -> str:
+    """Any ratio: each output row attends to K full low-resolution rows (gathered), and the
+    K column window of each output column is selected with exact one-hot matrix products."""
+    (h, w), (out_h, out_w) = in_hw, out_hw
+    heads, kk = model.num_heads, model.kernel_size
+    dq, e = dq_all // heads, channels // heads
+    rows = neighborhood_index(h, out_h, kk)  # (H, K)
+    cols = neighborhood_index(w, out_w, kk)  # (W, K)
+    onehot = F.one_hot(cols, w).to(torch.float32)  # (W, K, w): [j, c, x] = 1 if cols[j, c] == x
+    select = g.const(onehot.permute(0, 2, 1).contiguous(), "col_select")  # (W, w, K)
+    spread = g.const(onehot, "col_spread")  # (W, K, w)
+
+    def key_rows(x: str, d: int) -> str:  # (B, n*d, h, w) -> (B, n, H, K, w, d)
+        x = g.reshape(x, [0, heads, d, h, w])
+        x = g.op("Gather", [x, g.const(rows, "row_windows")], axis=3)  # B n d H K w
+        return g.transpose(x, [0, 1, 3, 4, 5, 2])
+
+    qr = g.transpose(g.reshape(q, [0, heads, dq, out_h, out_w]), [0, 1, 3, 4, 2])  # B n H W dq
+    kr = g.transpose(g.reshape(key_rows(k, dq), [0, heads, out_h, kk * w, dq]), [0, 1, 2, 4, 3])
+    scores = g.reshape(g.matmul(qr, kr), [0, heads, out_h, out_w, kk, w])  # B n H W K w
+    logits = g.matmul(scores, select)  # B n H W K K
+    logits = g.op("Mul", [g.reshape(logits, [0, heads, out_h, out_w, kk * kk]), g.const(np.float32(model.scale), "scale")])
+    probs = g.reshape(g.op("Softmax", [logits], axis=-1), [0, heads, out_h, out_w, kk, kk])
+    dense = g.reshape(g.matmul(probs, spread), [0, heads, out_h, out_w, kk * w])  # duplicates add
+    vr = g.reshape(key_rows(v, e), [0, heads, out_h, kk * w, e])
+    out = g.matmul(dense, vr)  # B n H W e
+    out = g.transpose(out, [0, 1, 4, 2, 3])
+    return g.reshape(out, [0, channels, out_h, out_w])
+
+
+def build_onnx(
+    model: NAF,
+    *,
+    image_size: int | Sequence[int],
+    feature_size: int | Sequence[int],
+    channels: int,
+    output_size: int | Sequence[int],
+    attention: str = "fused",
+    dynamic_batch: bool = False,
+) -> onnx.ModelProto:
+    """Build the ONNX model in memory (see :func:`export_onnx`)."""
+    if attention not in ("fused", "portable"):
+        raise ValueError(f"attention: expected 'fused' or 'portable', got {attention!r}")
+    image_hw = _size_pair("image_size", image_size)
+    in_hw = _size_pair("feature_size", feature_size)
+    out_hw = _size_pair("output_size", output_size)
+    # Validate exactly as the model's forward would, on empty stand-ins.
+    model.check_inputs(torch.zeros(1, 3, *image_hw), torch.zeros(1, channels, *in_hw), out_hw)
+
+    g = _Graph()
+    # Image encoder input size: the release's resize rule.
+    (ih, iw), (oh, ow) = image_hw, out_hw
+    enc_hw = (min(ih, 4 * oh, 4 * ow), min(iw, 4 * ow, 4 * oh)) if ih > 4 * oh or iw > 4 * ow else image_hw
+    x = _resize_axes(g, INPUT_NAMES[0], image_hw, enc_hw, "bilinear")
+    encoder = model.image_encoder
+    x = g.op("Concat", [_encoder_branch(g, x, encoder.encoder, enc_hw), _encoder_branch(g, x, encoder.sem_encoder, enc_hw)], axis=1)
+    x = _resize_axes(g, x, enc_hw, out_hw, "pool")
+    queries = _rope(g, x, model, out_hw)
+    keys = _resize_axes(g, queries, out_hw, in_hw, "pool")
+    dq_all = model.dim
+    if attention == "fused":
+        out = _attention_fused(g, queries, keys, INPUT_NAMES[1], model, in_hw, out_hw)
+    elif out_hw[0] % in_hw[0] == 0 and out_hw[1] % in_hw[1] == 0:
+        out = _attention_cells(g, queries, keys, INPUT_NAMES[1], model, dq_all, channels, in_hw, out_hw)
+    else:
+        out = _attention_gather(g, queries, keys, INPUT_NAMES[1], model, dq_all, channels, in_hw, out_hw)
+    g.nodes.append(helper.make_node("Identity", [out], [OUTPUT_NAME], name="output"))
+
+    batch: int | str = "batch" if dynamic_batch else 1
+    inputs = [
+        helper.make_tensor_value_info(INPUT_NAMES[0], TensorProto.FLOAT, [batch, 3, *image_hw]),
+        helper.make_tensor_value_info(INPUT_NAMES[1], TensorProto.FLOAT, [batch, channels, *in_hw]),
+    ]
+    outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [batch, channels, *out_hw])]
+    graph = helper.make_graph(g.nodes, "naf", inputs, outputs, g.initializers)
+    opsets = [helper.make_opsetid("", OPSET)]
+    if attention == "fused":
+        opsets.append(helper.make_opsetid(ATTENTION_DOMAIN, 1))
+    onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="naf-export")
+    onnx_model.ir_version = 8  # readable by every runtime this project targets
+    meta = {
+        "naf_export.attention": attention,
+        "naf_export.image_size": f"{image_hw[0]}x{image_hw[1]}",
+        "naf_export.feature_size": f"{in_hw[0]}x{in_hw[1]}",
+        "naf_export.output_size": f"{out_hw[0]}x{out_hw[1]}",
+        "naf_export.channels": str(channels),
+    }
+    helper.set_model_props(onnx_model, meta)
+    return onnx_model
+
+
+def export_onnx(
+    model: NAF,
+    path: str | os.PathLike[str],
+    *,
+    image_size: int | Sequence[int],
+    feature_size: int | Sequence[int],
+    channels: int,
+    output_size: int | Sequence[int],
+    attention: str = "fused",
+    dynamic_batch: bool = False,
+) -> Path:
+    """Write ``model`` as ONNX for fixed image, feature and output sizes; return the path.
+
+    ``attention="fused"`` needs the naf-export plugin at run time; ``"portable"`` runs anywhere.
+    With ``dynamic_batch`` the batch dimension is symbolic (``batch``).
+    The file passes ``onnx.checker`` and shape inference.
+    """
+    onnx_model = build_onnx(
+        model, image_size=image_size, feature_size=feature_size, channels=channels,
+        output_size=output_size, attention=attention, dynamic_batch=dynamic_batch,
+    )
+    register_attention_schema()
+    onnx.checker.check_model(onnx_model, full_check=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(onnx_model, path)
+    return path

@@ -1,0 +1,79 @@
+"""Run exported ONNX models in ONNX Runtime, with the naf-export plugin when the model needs it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ..onnx_export import ATTENTION_DOMAIN, INPUT_NAMES, OUTPUT_NAME
+
+__all__ = ["OnnxRuntimeRunner", "needs_plugin"]
+
+
+def needs_plugin(model_path: str | os.PathLike[str]) -> bool:
+    """Whether the ONNX file uses the ``naf`` domain (the fused attention node)."""
+    try:
+        model = onnx.load(os.fspath(model_path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and friends for corrupt files
+        raise ValueError(
+            f"model: ONNX Runtime cannot load {os.fspath(model_path)!r}: not a readable ONNX file ({exc})"
+        ) from exc
+    return any(op.domain == ATTENTION_DOMAIN for op in model.opset_import)
+
+
+class OnnxRuntimeRunner:
+    """An ONNX Runtime session on an exported NAF model.
+
+    ``plugin`` is the custom-op library path; by default the one built with this package is used
+    when the model contains the fused attention node.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        plugin: str | os.PathLike[str] | None = None,
+        providers: list[str] | None = None,
+        threads: int = 0,
+    ) -> None:
+        import onnxruntime as ort
+
+        path = Path(model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model: no such file {str(path)!r}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        if needs_plugin(path):
+            if plugin is None:
+                from ..native import ort_library_path
+
+                plugin = ort_library_path()
+            if not Path(plugin).is_file():
+                raise FileNotFoundError(
+                    f"plugin: the ONNX Runtime custom-op library {os.fspath(plugin)!r} does not exist; "
+                    "build it with 'pip install .' or export with --attention portable"
+                )
+            options.register_custom_ops_library(os.fspath(plugin))
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises several exception types for bad models
+            raise ValueError(f"model: ONNX Runtime cannot load {str(path)!r}: {exc}") from exc
+        names = [i.name for i in self.session.get_inputs()]
+        if sorted(names) != sorted(INPUT_NAMES):
+            raise ValueError(
+                f"model: expected inputs {list(INPUT_NAMES)}, {str(path)!r} has {names}"
+            )
+        self.input_types = {i.name: i.type for i in self.session.get_inputs()}
+
+    def __call__(self, image: np.ndarray, features: np.ndarray) -> np.ndarray:
+        feeds = {"image": image, "features": features}
+        for name, value in feeds.items():
+            dtype = np.float16 if self.input_types[name] == "tensor(float16)" else np.float32
+            feeds[name] = np.ascontiguousarray(value, dtype=dtype)
+        out = self.session.run([OUTPUT_NAME], feeds)[0]
+        return out.astype(np.float32, copy=False)
