@@ -32,11 +32,7 @@ from .model import NAF, _size_pair
 
 __all__ = ["ATTENTION_DOMAIN", "ATTENTION_OP", "OPSET", "export_onnx", "register_attention_schema"]
 
-OPSET = 17
-ATTENTION_DOMAIN = "naf"
-ATTENTION_OP = "CrossScaleNeighborhoodAttention"
-INPUT_NAMES = ("image", "features")
-OUTPUT_NAME = "upsampled"
+from .contract import ATTENTION_DOMAIN, ATTENTION_OP, INPUT_NAMES, OPSET, OUTPUT_NAME
 
 
 def register_attention_schema() -> None:

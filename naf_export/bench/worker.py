@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
 import time
 from collections.abc import Callable
-
-import torch
 
 
 def _peak_rss_mb() -> float:
@@ -32,6 +31,8 @@ def _time(run: Callable[[], object], repeats: int, warmup: int) -> list[float]:
 
 
 def _pytorch_runner(args: argparse.Namespace) -> Callable[[], object]:
+    import torch
+
     from naf_export.checkpoint import load_naf
     from naf_export.samples import sample_batch
 
@@ -49,6 +50,8 @@ def _pytorch_runner(args: argparse.Namespace) -> Callable[[], object]:
 
 def _attention_runner(args: argparse.Namespace) -> Callable[[], object]:
     """The PyTorch attention op alone at the protocol's shapes (query 256 channels)."""
+    import torch
+
     from naf_export.attention import cross_scale_neighborhood_attention
 
     torch.set_num_threads(args.threads)
@@ -65,9 +68,23 @@ def _attention_runner(args: argparse.Namespace) -> Callable[[], object]:
     return run
 
 
+def _onnxruntime_runner(args: argparse.Namespace) -> Callable[[], object]:
+    """An exported model in ONNX Runtime; inputs from --inputs (.npz). No torch work here, so
+    the process's peak RSS is the runtime's own (plus the Python interpreter)."""
+    import numpy as np
+
+    from naf_export.runners.onnxruntime import OnnxRuntimeRunner
+
+    runner = OnnxRuntimeRunner(args.model, threads=args.threads)
+    data = np.load(args.inputs)
+    image, feats = data["image"], data["features"]
+    return lambda: runner(image, feats)
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace], Callable[[], object]]] = {
     "pytorch": _pytorch_runner,
     "pytorch-attention": _attention_runner,
+    "onnxruntime": _onnxruntime_runner,
 }
 
 
@@ -80,8 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", type=int, default=28)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--model", help="ONNX file (onnxruntime backend)")
+    parser.add_argument("--inputs", help=".npz with image and features (onnxruntime backend)")
     args = parser.parse_args(argv)
     import warnings
 

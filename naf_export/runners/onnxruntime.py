@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..onnx_export import ATTENTION_DOMAIN, INPUT_NAMES, OUTPUT_NAME
+from ..contract import ATTENTION_DOMAIN, INPUT_NAMES, OUTPUT_NAME
 
 __all__ = ["OnnxRuntimeRunner", "needs_plugin"]
 

@@ -1,0 +1,110 @@
+"""Benchmark NAF backends on the official protocol; print a Markdown table, optionally JSON.
+
+    python -m naf_export.bench --backends pytorch onnxruntime --ratios 2 4 8 16
+
+Backends: ``pytorch`` (eager model), ``pytorch-attention`` (the attention op alone),
+``onnxruntime`` (fused ONNX + plugin), ``onnxruntime-portable`` (standard ops only).
+Each measurement runs in a fresh process; the FLOP floor uses this machine's measured float32
+matrix-product rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .flops import attention_flops, measure_matmul_gflops, naf_flops
+
+BACKENDS = ("pytorch", "pytorch-attention", "onnxruntime", "onnxruntime-portable")
+
+
+def _prepare_onnx(backend: str, ratio: int, args: argparse.Namespace, workdir: Path) -> list[str]:
+    """Export the model and save the inputs in this (parent) process; return worker flags."""
+    import numpy as np
+
+    from ..checkpoint import load_naf
+    from ..onnx_export import export_onnx
+    from ..samples import sample_batch
+
+    attention = "portable" if backend.endswith("portable") else "fused"
+    size = (args.features * ratio,) * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_naf(args.checkpoint)
+    path = export_onnx(model, workdir / f"naf_{attention}_r{ratio}.onnx", image_size=(args.image,) * 2,
+                       feature_size=(args.features,) * 2, channels=args.channels, output_size=size,
+                       attention=attention)
+    image, feats = sample_batch((args.image,) * 2, (args.features,) * 2, args.channels)
+    inputs = workdir / f"inputs_r{ratio}.npz"
+    np.savez(inputs, image=image.numpy(), features=feats.numpy())
+    return ["--model", str(path), "--inputs", str(inputs)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m naf_export.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backends", nargs="+", choices=BACKENDS, default=["pytorch", "onnxruntime"])
+    p.add_argument("--ratios", nargs="+", type=int, default=[2, 4, 8, 16])
+    p.add_argument("--channels", type=int, default=384)
+    p.add_argument("--image", type=int, default=448)
+    p.add_argument("--features", type=int, default=28)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--json", type=Path, help="write all results here")
+    args = p.parse_args(argv)
+
+    rate = measure_matmul_gflops()
+    results = []
+    configs = [(b, r) for r in args.ratios for b in args.backends]
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend, ratio in tqdm(configs, desc="benchmark", unit="run"):
+            cmd = [sys.executable, "-m", "naf_export.bench.worker", "--backend",
+                   "onnxruntime" if backend.startswith("onnxruntime") else backend,
+                   "--ratio", str(ratio), "--channels", str(args.channels), "--image", str(args.image),
+                   "--features", str(args.features), "--repeats", str(args.repeats),
+                   "--threads", str(args.threads)]
+            if args.checkpoint:
+                cmd += ["--checkpoint", args.checkpoint]
+            if backend.startswith("onnxruntime"):
+                cmd += _prepare_onnx(backend, ratio, args, Path(tmp))
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                tqdm.write(f"{backend} ratio {ratio}: failed\n{proc.stderr[-2000:]}")
+                results.append({"backend": backend, "ratio": ratio, "error": proc.stderr[-2000:]})
+                continue
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            result["backend"] = backend
+            out = (args.features * ratio,) * 2
+            flops = attention_flops(out, args.channels) if backend == "pytorch-attention" else naf_flops((args.image,) * 2, out, args.channels)
+            result["gflop"] = flops / 1e9
+            result["floor_ms"] = flops / (rate * 1e9) * 1e3
+            results.append(result)
+
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"float32 matmul {rate:.0f} GFLOP/s; threads={args.threads}; C={args.channels}, "
+          f"image {args.image}, features {args.features}")
+    print("| backend | ratio | output | median ms | peak RSS MB | GFLOP | floor ms | x floor |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        if "error" in r:
+            print(f"| {r['backend']} | {r['ratio']} | | failed | | | | |")
+            continue
+        print(f"| {r['backend']} | {r['ratio']} | {r['output']} | {r['median_ms']:.0f} | "
+              f"{r['peak_rss_mb']:.0f} | {r['gflop']:.1f} | {r['floor_ms']:.0f} | {r['median_ms'] / r['floor_ms']:.2f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"matmul_gflops": rate, "results": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+"""Names every artifact and runtime agree on (DESIGN.md section 2). Imports nothing heavy, so
+runtimes can use it without loading torch."""
+
+OPSET = 17
+ATTENTION_DOMAIN = "naf"
+ATTENTION_OP = "CrossScaleNeighborhoodAttention"
+ATTENTION_VERSION = 1
+INPUT_NAMES = ("image", "features")
+OUTPUT_NAME = "upsampled"
