@@ -69,6 +69,29 @@ NAF_CORE_API int naf_csna_forward_cpu(const NafCsnaShape* shape, NafDType dtype,
                                       const int32_t* col_index, float scale, void* output,
                                       int num_threads, char* message, size_t message_size);
 
+// Non-zero return codes of the functions above.
+#define NAF_CSNA_ERROR_SHAPE 1     // shape contract violated
+#define NAF_CSNA_ERROR_INDEX 2     // index table entry out of range
+#define NAF_CSNA_ERROR_ARGUMENT 3  // null pointer, unknown dtype, output aliasing an input
+#define NAF_CSNA_ERROR_RESOURCE 4  // out of memory, thread start or task runner failure
+
+// A host runtime's parallel-for: runs task(task_data, i) for every i in [0, count), possibly
+// concurrently, and returns once all have finished; returns 0 on success.
+typedef void (*NafTaskFn)(void* task_data, size_t index);
+typedef int (*NafParallelFor)(void* runner_data, NafTaskFn task, void* task_data, size_t count);
+
+// Same as naf_csna_forward_cpu, but the work runs as `num_tasks` tasks through `parallel_for`
+// (e.g. ONNX Runtime's intra-op thread pool) instead of on threads this library starts, so the
+// operator does not compete with the runtime's own threads. Tasks share the work dynamically:
+// any pool size, including running the tasks one after another, gives the same result.
+NAF_CORE_API int naf_csna_forward_cpu_parallel(const NafCsnaShape* shape, NafDType dtype,
+                                               const void* query, const void* key,
+                                               const void* value, const int32_t* row_index,
+                                               const int32_t* col_index, float scale,
+                                               void* output, NafParallelFor parallel_for,
+                                               void* runner_data, int num_tasks, char* message,
+                                               size_t message_size);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif

@@ -1,0 +1,217 @@
+"""Locating and calling the native libraries built from ``plugins/``.
+
+``libnaf_core.so`` exposes the C ABI of ``plugins/core/include/naf/cross_scale_attention.h``;
+``libnaf_onnxruntime.so`` is the ONNX Runtime custom-op library. ``pip install .`` puts both in
+``naf_export/lib``; a developer build (``cmake -S . -B build && cmake --build build``) is found too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.metadata
+import os
+import pathlib
+import sys
+
+import numpy as np
+
+__all__ = [
+    "ABI_VERSION",
+    "LIB_DIR_ENV",
+    "cross_scale_attention_cpu",
+    "find_library",
+    "ort_library_path",
+]
+
+ABI_VERSION = 1  # NAF_CSNA_ABI_VERSION this module was written for
+LIB_DIR_ENV = "NAF_EXPORT_LIB_DIR"
+
+_PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
+_REPO_DIR = _PACKAGE_DIR.parent
+_BUILD_HINT = (
+    "build it with `pip install .` (installs into naf_export/lib), or "
+    "`cmake -S <repo> -B <repo>/build && cmake --build <repo>/build`, "
+    f"or point {LIB_DIR_ENV} at the folder that contains it"
+)
+
+
+def _file_name(name: str) -> str:
+    if sys.platform == "win32":
+        return f"{name}.dll"
+    if sys.platform == "darwin":
+        return f"lib{name}.dylib"
+    return f"lib{name}.so"
+
+
+def _candidates(file_name: str) -> list[pathlib.Path]:
+    found: list[pathlib.Path] = []
+    env_dir = os.environ.get(LIB_DIR_ENV)
+    if env_dir:
+        found.append(pathlib.Path(env_dir) / file_name)
+    found.append(_PACKAGE_DIR / "lib" / file_name)
+    try:
+        dist_files = importlib.metadata.distribution("naf-export").files or []
+    except importlib.metadata.PackageNotFoundError:
+        dist_files = []
+    for record in dist_files:
+        if record.name == file_name:
+            found.append(pathlib.Path(str(record.locate())))
+    build_dir = _REPO_DIR / "build"
+    if build_dir.is_dir():
+        # Newest first, so a fresh developer build wins over stale ones.
+        built = sorted(build_dir.rglob(file_name), key=lambda p: p.stat().st_mtime, reverse=True)
+        found.extend(built)
+    return found
+
+
+def find_library(name: str) -> pathlib.Path:
+    """Path of native library ``name`` ("naf_core" or "naf_onnxruntime").
+
+    Search order: ``$NAF_EXPORT_LIB_DIR``, ``naf_export/lib``, the files installed with the
+    ``naf-export`` distribution, then ``<repo>/build/**`` (developer builds). When
+    ``$NAF_EXPORT_LIB_DIR`` is set it is authoritative: a library missing there is an error, so a
+    test pointed at a special build (e.g. sanitizers) never silently uses another one.
+    """
+    file_name = _file_name(name)
+    env_dir = os.environ.get(LIB_DIR_ENV)
+    if env_dir:
+        path = pathlib.Path(env_dir) / file_name
+        if path.is_file():
+            return path
+        raise FileNotFoundError(f"{file_name} not found in {LIB_DIR_ENV}={env_dir}; {_BUILD_HINT}")
+    for path in _candidates(file_name):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"native library {file_name} not found; {_BUILD_HINT}")
+
+
+def ort_library_path() -> str:
+    """Path to pass to ``onnxruntime.SessionOptions.register_custom_ops_library``."""
+    return str(find_library("naf_onnxruntime"))
+
+
+class _Shape(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_int64)
+        for name in (
+            "batch",
+            "query_channels",
+            "value_channels",
+            "out_height",
+            "out_width",
+            "in_height",
+            "in_width",
+            "kernel_size",
+            "num_heads",
+        )
+    ]
+
+
+_DTYPES = {np.dtype(np.float32): 0, np.dtype(np.float16): 1}
+
+
+@functools.lru_cache(maxsize=None)
+def _core(path: str) -> ctypes.CDLL:
+    lib = ctypes.CDLL(path)
+    lib.naf_csna_abi_version.restype = ctypes.c_int
+    lib.naf_csna_abi_version.argtypes = []
+    version = lib.naf_csna_abi_version()
+    if version != ABI_VERSION:
+        raise RuntimeError(f"{path} has ABI version {version}, this naf_export expects {ABI_VERSION}; rebuild it")
+    lib.naf_csna_forward_cpu.restype = ctypes.c_int
+    lib.naf_csna_forward_cpu.argtypes = [
+        ctypes.POINTER(_Shape),
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_float,
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+    ]
+    return lib
+
+
+def _as_array(x: object) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch.Tensor without importing torch here
+        x = x.detach().cpu().numpy()  # type: ignore[union-attr]
+    return np.asarray(x)
+
+
+def cross_scale_attention_cpu(
+    query: object,
+    key: object,
+    value: object,
+    row_index: object,
+    col_index: object,
+    num_heads: int,
+    scale: float,
+    num_threads: int = 0,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Run the native CPU kernel (DESIGN.md section 2) through ``libnaf_core``.
+
+    ``query`` (B, Dq, H, W), ``key`` (B, Dq, h, w), ``value`` (B, C, h, w): one dtype, float32 or
+    float16 (numpy arrays or CPU torch tensors). ``row_index`` (H, K), ``col_index`` (W, K): int32.
+    Returns a (B, C, H, W) array of the value dtype: ``out`` when given (a C-contiguous array of
+    that shape and dtype, reused to avoid page-faulting a fresh buffer on every call), else a new
+    one. Raises ValueError with the kernel's message when an argument is malformed.
+    """
+    q, k, v = (_as_array(t) for t in (query, key, value))
+    rows, cols = _as_array(row_index), _as_array(col_index)
+    if q.dtype not in _DTYPES:
+        raise ValueError(f"query: dtype {q.dtype} is not supported (float32 or float16)")
+    for name, t in (("key", k), ("value", v)):
+        if t.dtype != q.dtype:
+            raise ValueError(f"{name}: dtype {t.dtype} differs from the query dtype {q.dtype}")
+    for name, t in (("query", q), ("key", k), ("value", v)):
+        if t.ndim != 4:
+            raise ValueError(f"{name}: expected a 4-D (B, channels, height, width) tensor, got shape {t.shape}")
+    for name, t in (("row_index", rows), ("col_index", cols)):
+        if t.dtype != np.int32:
+            raise ValueError(f"{name}: expected int32, got {t.dtype}")
+        if t.ndim != 2:
+            raise ValueError(f"{name}: expected a 2-D (size, kernel_size) table, got shape {t.shape}")
+    if rows.shape[1] != cols.shape[1]:
+        raise ValueError(f"col_index: kernel size {cols.shape[1]} differs from row_index's {rows.shape[1]}")
+    b, dq_all, out_h, out_w = q.shape
+    if k.shape[:2] != (b, dq_all):
+        raise ValueError(f"key: shape {k.shape} must be (B={b}, Dq={dq_all}, h, w) to match the query")
+    if v.shape[0] != b or v.shape[2:] != k.shape[2:]:
+        raise ValueError(f"value: shape {v.shape} must be (B={b}, C, h={k.shape[2]}, w={k.shape[3]})")
+    if rows.shape[0] != out_h:
+        raise ValueError(f"row_index: has {rows.shape[0]} rows, expected H={out_h}")
+    if cols.shape[0] != out_w:
+        raise ValueError(f"col_index: has {cols.shape[0]} rows, expected W={out_w}")
+
+    q, k, v, rows, cols = (np.ascontiguousarray(t) for t in (q, k, v, rows, cols))
+    shape = _Shape(b, dq_all, v.shape[1], out_h, out_w, k.shape[2], k.shape[3], rows.shape[1], int(num_heads))
+    out_shape = (b, v.shape[1], out_h, out_w)
+    if out is None:
+        out = np.empty(out_shape, dtype=q.dtype)
+    elif out.shape != out_shape or out.dtype != q.dtype or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"out: expected a writeable C-contiguous {q.dtype} array of shape {out_shape}")
+    message = ctypes.create_string_buffer(512)
+    lib = _core(str(find_library("naf_core")))
+    rc = lib.naf_csna_forward_cpu(
+        ctypes.byref(shape),
+        _DTYPES[q.dtype],
+        q.ctypes.data,
+        k.ctypes.data,
+        v.ctypes.data,
+        rows.ctypes.data,
+        cols.ctypes.data,
+        float(scale),
+        out.ctypes.data,
+        int(num_threads),
+        message,
+        len(message),
+    )
+    if rc != 0:
+        raise ValueError(message.value.decode(errors="replace"))
+    return out

@@ -1,0 +1,325 @@
+// ONNX Runtime custom-op library: domain "naf", op "CrossScaleNeighborhoodAttention", opset 1
+// (contract: DESIGN.md section 2). A thin adapter: it reads tensors and attributes, checks what
+// only it can see (ranks, shape agreement between inputs), and calls the backend-free core.
+// Every failure becomes an ORT error status whose message names the problem.
+#define ORT_API_MANUAL_INIT
+#include <onnxruntime_cxx_api.h>
+#undef ORT_API_MANUAL_INIT
+
+#include <algorithm>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "naf/cross_scale_attention.h"
+#ifdef NAF_ORT_WITH_CUDA
+#include "naf/cross_scale_attention_cuda.h"
+#endif
+
+namespace {
+
+constexpr const char* kDomain = "naf";
+constexpr const char* kOpName = "CrossScaleNeighborhoodAttention";
+// Oldest C API with everything used here (KernelContext_ParallelFor, CreateKernelV2/ComputeV2,
+// InferOutputShapeFn): ONNX Runtime 1.17. Newer runtimes serve older API versions unchanged.
+constexpr uint32_t kOrtApiVersion = 17;
+constexpr size_t kNumInputs = 5;
+const char* const kInputNames[kNumInputs] = {"query", "key", "value", "row_index", "col_index"};
+
+const OrtApi* g_api = nullptr;
+
+OrtStatusPtr make_error(const std::string& message, OrtErrorCode code = ORT_INVALID_ARGUMENT) {
+  return g_api->CreateStatus(code, (std::string(kOpName) + ": " + message).c_str());
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+struct Attributes {
+  int64_t num_heads = 0;
+  float scale = 0;
+};
+
+// Reads num_heads (int, > 0) and scale (float), both required.
+OrtStatusPtr read_attributes(const OrtKernelInfo* info, Attributes* out) {
+  if (OrtStatus* st = g_api->KernelInfoGetAttribute_int64(info, "num_heads", &out->num_heads)) {
+    g_api->ReleaseStatus(st);
+    return make_error("attribute 'num_heads' (int) is required and missing or not an int");
+  }
+  if (out->num_heads <= 0) {
+    return make_error("attribute 'num_heads' must be > 0, got " + std::to_string(out->num_heads));
+  }
+  if (OrtStatus* st = g_api->KernelInfoGetAttribute_float(info, "scale", &out->scale)) {
+    g_api->ReleaseStatus(st);
+    return make_error("attribute 'scale' (float) is required and missing or not a float");
+  }
+  return nullptr;
+}
+
+// Shapes of the five inputs, checked against each other; fills the core's shape struct.
+OrtStatusPtr read_shape(Ort::KernelContext& ctx, const Attributes& attrs, NafCsnaShape* shape,
+                        ONNXTensorElementDataType* dtype) {
+  std::vector<int64_t> dims[kNumInputs];
+  const size_t ranks[kNumInputs] = {4, 4, 4, 2, 2};
+  const char* forms[kNumInputs] = {"(B, Dq, H, W)", "(B, Dq, h, w)", "(B, C, h, w)", "(H, K)", "(W, K)"};
+  for (size_t i = 0; i < kNumInputs; ++i) {
+    auto info = ctx.GetInput(i).GetTensorTypeAndShapeInfo();
+    dims[i] = info.GetShape();
+    if (dims[i].size() != ranks[i]) {
+      return make_error(std::string(kInputNames[i]) + ": expected rank " + std::to_string(ranks[i]) + " " +
+                        forms[i] + ", got shape " + shape_string(dims[i]));
+    }
+    if (i == 0) *dtype = info.GetElementType();
+  }
+  const auto& q = dims[0];
+  const auto& k = dims[1];
+  const auto& v = dims[2];
+  const auto& rows = dims[3];
+  const auto& cols = dims[4];
+  const auto mismatch = [](const char* what, const std::string& detail) { return make_error(std::string(what) + ": " + detail); };
+  if (k[0] != q[0] || v[0] != q[0]) {
+    return mismatch(k[0] != q[0] ? "key" : "value",
+                    "batch size " + std::to_string(k[0] != q[0] ? k[0] : v[0]) + " differs from the query's " +
+                        std::to_string(q[0]));
+  }
+  if (k[1] != q[1]) {
+    return mismatch("key", "channel count " + std::to_string(k[1]) + " differs from the query's " + std::to_string(q[1]));
+  }
+  if (v[2] != k[2] || v[3] != k[3]) {
+    return mismatch("value", "spatial size " + shape_string({v[2], v[3]}) + " differs from the key's " +
+                                 shape_string({k[2], k[3]}));
+  }
+  if (rows[0] != q[2]) {
+    return mismatch("row_index", "has " + std::to_string(rows[0]) + " rows, expected H=" + std::to_string(q[2]) +
+                                     " (the query height)");
+  }
+  if (cols[0] != q[3]) {
+    return mismatch("col_index", "has " + std::to_string(cols[0]) + " rows, expected W=" + std::to_string(q[3]) +
+                                     " (the query width)");
+  }
+  if (cols[1] != rows[1]) {
+    return mismatch("col_index", "kernel size " + std::to_string(cols[1]) + " differs from row_index's " +
+                                     std::to_string(rows[1]));
+  }
+  *shape = NafCsnaShape{q[0], q[1], v[1], q[2], q[3], k[2], k[3], rows[1], attrs.num_heads};
+  return nullptr;
+}
+
+OrtStatusPtr allocate_output(Ort::KernelContext& ctx, const NafCsnaShape& s, void** data) {
+  const std::vector<int64_t> out_shape{s.batch, s.value_channels, s.out_height, s.out_width};
+  *data = ctx.GetOutput(0, out_shape).GetTensorMutableRawData();
+  return nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU kernel
+
+struct ParallelForData {
+  const OrtKernelContext* context;
+  std::string error;
+};
+
+// The core's task runner on ORT's intra-op thread pool (honours intra_op_num_threads).
+int ort_parallel_for(void* runner_data, NafTaskFn task, void* task_data, size_t count) {
+  auto* data = static_cast<ParallelForData*>(runner_data);
+  if (OrtStatus* st = g_api->KernelContext_ParallelFor(data->context, task, count, count, task_data)) {
+    data->error = g_api->GetErrorMessage(st);
+    g_api->ReleaseStatus(st);
+    return 1;
+  }
+  return 0;
+}
+
+struct CpuKernel {
+  Attributes attrs;
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    try {
+      Ort::KernelContext ctx(context);
+      NafCsnaShape shape{};
+      ONNXTensorElementDataType elem{};
+      if (OrtStatusPtr st = read_shape(ctx, attrs, &shape, &elem)) return st;
+      const NafDType dtype = elem == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 ? NAF_DTYPE_FLOAT16 : NAF_DTYPE_FLOAT32;
+      void* out = nullptr;
+      if (shape.batch == 0) return allocate_output(ctx, shape, &out);  // empty batch: empty output
+      char message[512] = {0};
+      // Validate before allocating the output, so a bad node fails without side effects.
+      int rc = naf_csna_check_shape(&shape, message, sizeof message);
+      if (rc == 0) {
+        rc = naf_csna_check_indices(&shape, ctx.GetInput(3).GetTensorData<int32_t>(),
+                                    ctx.GetInput(4).GetTensorData<int32_t>(), message, sizeof message);
+      }
+      if (rc != 0) return make_error(message);
+      if (OrtStatusPtr st = allocate_output(ctx, shape, &out)) return st;
+      ParallelForData runner{context, {}};
+      const int tasks = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+      rc = naf_csna_forward_cpu_parallel(&shape, dtype, ctx.GetInput(0).GetTensorRawData(),
+                                         ctx.GetInput(1).GetTensorRawData(), ctx.GetInput(2).GetTensorRawData(),
+                                         ctx.GetInput(3).GetTensorData<int32_t>(),
+                                         ctx.GetInput(4).GetTensorData<int32_t>(), attrs.scale, out, ort_parallel_for,
+                                         &runner, tasks, message, sizeof message);
+      if (rc != 0) {
+        return make_error(runner.error.empty() ? message : std::string(message) + ": " + runner.error,
+                          rc == NAF_CSNA_ERROR_RESOURCE ? ORT_RUNTIME_EXCEPTION : ORT_INVALID_ARGUMENT);
+      }
+      return nullptr;
+    } catch (const Ort::Exception& e) {
+      return make_error(e.what(), e.GetOrtErrorCode());
+    } catch (const std::exception& e) {
+      return make_error(e.what(), ORT_RUNTIME_EXCEPTION);
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// CUDA kernel (CUDA execution provider): same checks, then the core's CUDA entry point on ORT's
+// compute stream. Index tables stay on the device; the kernel range-checks them and raises a
+// device flag, read back after the launch (this synchronises the stream once per call).
+
+#ifdef NAF_ORT_WITH_CUDA
+struct CudaKernel {
+  Attributes attrs;
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    try {
+      Ort::KernelContext ctx(context);
+      NafCsnaShape shape{};
+      ONNXTensorElementDataType elem{};
+      if (OrtStatusPtr st = read_shape(ctx, attrs, &shape, &elem)) return st;
+      const NafDType dtype = elem == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 ? NAF_DTYPE_FLOAT16 : NAF_DTYPE_FLOAT32;
+      void* out = nullptr;
+      if (shape.batch == 0) return allocate_output(ctx, shape, &out);
+      char message[512] = {0};
+      if (naf_csna_check_shape(&shape, message, sizeof message) != 0) return make_error(message);
+      if (OrtStatusPtr st = allocate_output(ctx, shape, &out)) return st;
+
+      auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
+      const int device = ctx.GetInput(0).GetTensorMemoryInfo().GetDeviceId();
+      Ort::MemoryInfo device_memory("Cuda", OrtDeviceAllocator, device, OrtMemTypeDefault);
+      const OrtMemoryInfo* device_memory_info = device_memory;
+      Ort::Allocator allocator = ctx.GetAllocator(*device_memory_info);
+      std::unique_ptr<void, std::function<void(void*)>> flag(allocator.Alloc(sizeof(int32_t)),
+                                                             [&allocator](void* p) { allocator.Free(p); });
+      int32_t host_flag = 0;
+      cudaError_t err = cudaMemsetAsync(flag.get(), 0, sizeof(int32_t), stream);
+      if (err == cudaSuccess) {
+        err = naf_csna_forward_cuda(&shape, dtype, ctx.GetInput(0).GetTensorRawData(),
+                                    ctx.GetInput(1).GetTensorRawData(), ctx.GetInput(2).GetTensorRawData(),
+                                    ctx.GetInput(3).GetTensorData<int32_t>(), ctx.GetInput(4).GetTensorData<int32_t>(),
+                                    attrs.scale, out, static_cast<int32_t*>(flag.get()), stream);
+      }
+      if (err == cudaSuccess) err = cudaMemcpyAsync(&host_flag, flag.get(), sizeof host_flag, cudaMemcpyDeviceToHost, stream);
+      if (err == cudaSuccess) err = cudaStreamSynchronize(stream);
+      if (err != cudaSuccess) {
+        return make_error(std::string("CUDA error: ") + cudaGetErrorString(err), ORT_RUNTIME_EXCEPTION);
+      }
+      if (host_flag != 0) {
+        return make_error("row_index/col_index: an entry is outside [0, h) / [0, w) (h=" + std::to_string(shape.in_height) +
+                          ", w=" + std::to_string(shape.in_width) + ")");
+      }
+      return nullptr;
+    } catch (const Ort::Exception& e) {
+      return make_error(e.what(), e.GetOrtErrorCode());
+    } catch (const std::exception& e) {
+      return make_error(e.what(), ORT_RUNTIME_EXCEPTION);
+    }
+  }
+};
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Op definitions: one per (execution provider, dtype). ORT merges ops of one name into a single
+// schema and picks the kernel whose types match, so query/key/value/output share one type T.
+
+template <typename Kernel>
+struct CrossScaleOp : Ort::CustomOpBase<CrossScaleOp<Kernel>, Kernel, /*WithStatus=*/true> {
+  CrossScaleOp(const char* provider, ONNXTensorElementDataType type) : provider_(provider), type_(type) {
+    // Tell ORT we were written against API 17 (it only reads the OrtCustomOp fields that exist
+    // in that version), whatever the version of the headers used to build.
+    this->version = kOrtApiVersion;
+  }
+
+  OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info, void** kernel) const {
+    Attributes attrs;
+    if (OrtStatusPtr st = read_attributes(info, &attrs)) return st;
+    *kernel = new Kernel{attrs};
+    return nullptr;
+  }
+
+  const char* GetName() const { return kOpName; }
+  const char* GetExecutionProviderType() const { return provider_; }
+  size_t GetInputTypeCount() const { return kNumInputs; }
+  ONNXTensorElementDataType GetInputType(size_t index) const {
+    return index < 3 ? type_ : ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t /*index*/) const { return type_; }
+
+  // Output (B, C, H, W) = (value[0], value[1], query[2], query[3]). Best effort: ORT ignores the
+  // returned status, so malformed inputs are left to Compute, which reports them precisely.
+  static OrtStatusPtr InferOutputShape(Ort::ShapeInferContext& ctx) {
+    try {
+      if (ctx.GetInputCount() < 3) return nullptr;
+      const auto& q = ctx.GetInputShape(0);
+      const auto& v = ctx.GetInputShape(2);
+      if (q.size() != 4 || v.size() != 4) return nullptr;
+      Ort::ShapeInferContext::Shape out{v[0], v[1], q[2], q[3]};
+      for (const auto& dim : out) {
+        if (!dim.IsInt() && (dim.AsSym() == nullptr || dim.AsSym()[0] == '\0')) return nullptr;  // unnamed
+      }
+      ctx.SetOutputShape(0, out);
+    } catch (...) {
+    }
+    return nullptr;
+  }
+
+ private:
+  const char* provider_;
+  ONNXTensorElementDataType type_;
+};
+
+std::mutex g_domains_mutex;
+std::vector<Ort::CustomOpDomain> g_domains;  // must outlive every session using them
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
+RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
+  const OrtApi* api = api_base->GetApi(kOrtApiVersion);
+  if (api == nullptr) {
+    // Too old a runtime: API version 1 still exists and can carry the error message.
+    const std::string message = std::string("naf_onnxruntime needs ONNX Runtime >= 1.17 (C API ") +
+                                std::to_string(kOrtApiVersion) + "), this is " + api_base->GetVersionString();
+    return api_base->GetApi(1)->CreateStatus(ORT_FAIL, message.c_str());
+  }
+  g_api = api;
+  Ort::InitApi(api);
+
+  static CrossScaleOp<CpuKernel> cpu_float("CPUExecutionProvider", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+  static CrossScaleOp<CpuKernel> cpu_half("CPUExecutionProvider", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16);
+#ifdef NAF_ORT_WITH_CUDA
+  static CrossScaleOp<CudaKernel> cuda_float("CUDAExecutionProvider", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+  static CrossScaleOp<CudaKernel> cuda_half("CUDAExecutionProvider", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16);
+#endif
+  try {
+    Ort::CustomOpDomain domain(kDomain);
+    domain.Add(&cpu_float);
+    domain.Add(&cpu_half);
+#ifdef NAF_ORT_WITH_CUDA
+    domain.Add(&cuda_float);
+    domain.Add(&cuda_half);
+#endif
+    Ort::UnownedSessionOptions(options).Add(domain);
+    std::lock_guard<std::mutex> lock(g_domains_mutex);
+    g_domains.push_back(std::move(domain));
+  } catch (const Ort::Exception& e) {
+    return api->CreateStatus(e.GetOrtErrorCode(), e.what());
+  }
+  return nullptr;
+}

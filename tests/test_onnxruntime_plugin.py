@@ -1,0 +1,195 @@
+"""libnaf_onnxruntime: one-node ONNX models through onnxruntime vs the PyTorch reference op, and
+malformed nodes failing with an onnxruntime exception that names the problem."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from naf_export.attention import cross_scale_neighborhood_attention, neighborhood_index
+from native_build import library
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper  # noqa: E402
+
+INPUTS = ("query", "key", "value", "row_index", "col_index")
+
+
+@pytest.fixture(scope="module")
+def ort_lib() -> str:
+    return str(library("naf_onnxruntime"))
+
+
+def make_model(
+    elem: int = TensorProto.FLOAT,
+    attrs: dict | None = None,
+    shapes: dict[str, list[int]] | None = None,
+) -> bytes:
+    attrs = {"num_heads": 2, "scale": 0.25} if attrs is None else attrs
+    shapes = shapes or {}
+    types = {"row_index": TensorProto.INT32, "col_index": TensorProto.INT32}
+    inputs = [helper.make_tensor_value_info(n, types.get(n, elem), shapes.get(n)) for n in INPUTS]
+    node = helper.make_node("CrossScaleNeighborhoodAttention", list(INPUTS), ["out"], domain="naf", **attrs)
+    graph = helper.make_graph([node], "csna", inputs, [helper.make_tensor_value_info("out", elem, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("naf", 1)])
+    return model.SerializeToString()
+
+
+def session(ort_lib: str, model: bytes, threads: int = 0) -> "ort.InferenceSession":
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(ort_lib)
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def feeds(seed: int, b: int, dq_all: int, c_all: int, in_hw, out_hw, dtype=np.float32) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    (h, w), (big_h, big_w) = in_hw, out_hw
+    return {
+        "query": rng.standard_normal((b, dq_all, big_h, big_w)).astype(dtype),
+        "key": rng.standard_normal((b, dq_all, h, w)).astype(dtype),
+        "value": rng.standard_normal((b, c_all, h, w)).astype(dtype),
+        "row_index": neighborhood_index(h, big_h).to(torch.int32).numpy(),
+        "col_index": neighborhood_index(w, big_w).to(torch.int32).numpy(),
+    }
+
+
+def reference(f: dict[str, np.ndarray], heads: int, scale: float) -> torch.Tensor:
+    q, k, v = (torch.from_numpy(f[n].astype(np.float32)) for n in ("query", "key", "value"))
+    return cross_scale_neighborhood_attention(q, k, v, heads, 9, scale)
+
+
+def rel_l2(out: np.ndarray, ref: torch.Tensor) -> float:
+    diff = torch.from_numpy(out.astype(np.float64)) - ref.double()
+    return float(diff.norm() / ref.double().norm())
+
+
+CASES = [
+    (1, 32, 48, 2, (9, 9), (36, 27)),
+    (2, 32, 48, 2, (16, 15), (41, 70)),  # non-integer ratios, batch 2
+    (1, 64, 96, 4, (28, 28), (112, 112)),  # e = 24 != dq = 16
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=["small", "nonint-b2", "ratio4"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_float32_matches_reference(ort_lib: str, case, threads: int) -> None:
+    b, dq_all, c_all, heads, in_hw, out_hw = case
+    f = feeds(0, b, dq_all, c_all, in_hw, out_hw)
+    sess = session(ort_lib, make_model(attrs={"num_heads": heads, "scale": 0.3}), threads)
+    (out,) = sess.run(None, f)
+    assert out.dtype == np.float32 and out.shape == (b, c_all, *out_hw)
+    assert rel_l2(out, reference(f, heads, 0.3)) < 1e-5
+
+
+def test_float16_matches_reference(ort_lib: str) -> None:
+    b, dq_all, c_all, heads, in_hw, out_hw = CASES[1]
+    f = feeds(1, b, dq_all, c_all, in_hw, out_hw, np.float16)
+    sess = session(ort_lib, make_model(TensorProto.FLOAT16, {"num_heads": heads, "scale": 0.3}))
+    (out,) = sess.run(None, f)
+    assert out.dtype == np.float16 and out.shape == (b, c_all, *out_hw)
+    ref = reference(f, heads, 0.3)
+    assert rel_l2(out, ref) < 2e-3  # float16 output rounding: ~3e-4 expected
+    cosine = torch.nn.functional.cosine_similarity(torch.from_numpy(out).double().flatten(), ref.double().flatten(), dim=0)
+    assert cosine.item() > 0.999
+
+
+def test_output_shape_is_inferred(ort_lib: str) -> None:
+    shapes = {"query": [2, 8, 41, 70], "key": [2, 8, 16, 15], "value": [2, 12, 16, 15]}
+    sess = session(ort_lib, make_model(shapes=shapes))
+    assert sess.get_outputs()[0].shape == [2, 12, 41, 70]
+    # Symbolic input dims load and run too (ORT does not surface symbolic graph-output shapes).
+    shapes = {"query": ["B", 8, "H", "W"], "key": ["B", 8, 16, 15], "value": ["B", 12, 16, 15]}
+    sess = session(ort_lib, make_model(shapes=shapes))
+    (out,) = sess.run(None, feeds(2, 2, 8, 12, (16, 15), (41, 70)))
+    assert out.shape == (2, 12, 41, 70)
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed nodes: an onnxruntime exception (never a crash) whose message names the problem.
+
+
+def assert_ort_error(excinfo: pytest.ExceptionInfo, *fragments: str) -> None:
+    assert type(excinfo.value).__module__.startswith("onnxruntime"), type(excinfo.value)
+    message = str(excinfo.value)
+    assert "CrossScaleNeighborhoodAttention" in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def run_malformed(ort_lib: str, f: dict[str, np.ndarray], **model_kwargs) -> pytest.ExceptionInfo:
+    with pytest.raises(Exception) as excinfo:
+        session(ort_lib, make_model(**model_kwargs)).run(None, f)
+    return excinfo
+
+
+def test_index_out_of_range(ort_lib: str) -> None:
+    f = feeds(0, 1, 8, 8, (10, 9), (21, 20))
+    f["row_index"] = f["row_index"].copy()
+    f["row_index"][12, 3] = 10
+    assert_ort_error(run_malformed(ort_lib, f), "row_index: entry [12, 3] = 10 is outside [0, h=10)")
+    f = feeds(0, 1, 8, 8, (10, 9), (21, 20))
+    f["col_index"] = f["col_index"].copy()
+    f["col_index"][19, 8] = -3
+    assert_ort_error(run_malformed(ort_lib, f), "col_index: entry [19, 8] = -3 is outside [0, w=9)")
+
+
+def test_wrong_ranks(ort_lib: str) -> None:
+    f = feeds(0, 1, 8, 8, (10, 9), (21, 20))
+    f["query"] = f["query"][0]
+    assert_ort_error(run_malformed(ort_lib, f), "query: expected rank 4", "[8, 21, 20]")
+    f = feeds(0, 1, 8, 8, (10, 9), (21, 20))
+    f["col_index"] = f["col_index"].reshape(-1)
+    assert_ort_error(run_malformed(ort_lib, f), "col_index: expected rank 2")
+
+
+def test_mismatched_batch_and_sizes(ort_lib: str) -> None:
+    f = feeds(0, 2, 8, 8, (10, 9), (21, 20))
+    f["key"] = f["key"][:1]
+    assert_ort_error(run_malformed(ort_lib, f), "key: batch size 1 differs from the query's 2")
+    f = feeds(0, 1, 8, 8, (10, 9), (21, 20))
+    f["value"] = f["value"][:, :, :, :8]
+    assert_ort_error(run_malformed(ort_lib, f), "value: spatial size [10, 8] differs from the key's [10, 9]")
+    f = feeds(0, 1, 8, 8, (10, 9), (21, 20))
+    f["row_index"] = f["row_index"][:20]
+    assert_ort_error(run_malformed(ort_lib, f), "row_index: has 20 rows, expected H=21")
+
+
+def test_channels_not_divisible_by_heads(ort_lib: str) -> None:
+    f = feeds(0, 1, 8, 6, (10, 9), (21, 20))
+    excinfo = run_malformed(ort_lib, f, attrs={"num_heads": 4, "scale": 0.5})
+    assert_ort_error(excinfo, "value: channel count 6 is not divisible by num_heads=4")
+
+
+def test_map_smaller_than_kernel(ort_lib: str) -> None:
+    f = feeds(0, 1, 8, 8, (10, 9), (21, 20))
+    f["key"], f["value"] = f["key"][..., :5], f["value"][..., :5]
+    f["col_index"] = np.minimum(f["col_index"], 4)
+    assert_ort_error(run_malformed(ort_lib, f), "key: spatial size (h=10, w=5) is smaller than kernel_size=9")
+
+
+@pytest.mark.parametrize(
+    "attrs, fragment",
+    [
+        ({"scale": 0.5}, "attribute 'num_heads' (int) is required"),
+        ({"num_heads": 2}, "attribute 'scale' (float) is required"),
+        ({"num_heads": 0, "scale": 0.5}, "attribute 'num_heads' must be > 0, got 0"),
+        ({"num_heads": 2.0, "scale": 0.5}, "attribute 'num_heads' (int) is required and missing or not an int"),
+    ],
+    ids=["no-heads", "no-scale", "zero-heads", "float-heads"],
+)
+def test_bad_attributes(ort_lib: str, attrs: dict, fragment: str) -> None:
+    f = feeds(0, 1, 8, 8, (10, 9), (21, 20))
+    assert_ort_error(run_malformed(ort_lib, f, attrs=attrs), fragment)
+
+
+def test_session_still_usable_after_an_error(ort_lib: str) -> None:
+    good = feeds(0, 1, 8, 8, (10, 9), (21, 20))
+    bad = dict(good, row_index=np.full_like(good["row_index"], 99))
+    sess = session(ort_lib, make_model())
+    with pytest.raises(Exception, match="row_index: entry"):
+        sess.run(None, bad)
+    (out,) = sess.run(None, good)
+    assert rel_l2(out, reference(good, 2, 0.25)) < 1e-5
