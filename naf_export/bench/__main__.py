@@ -2,7 +2,7 @@
 
     python -m naf_export.bench --backends pytorch onnxruntime --ratios 2 4 8 16
 
-Backends: ``pytorch`` (eager model), ``pytorch-attention`` (the attention op alone),
+Backends: ``pytorch`` (eager model), ``pytorch-attention`` / ``native-attention`` (the attention op alone, PyTorch / C++ kernel),
 ``onnxruntime`` (fused ONNX + plugin), ``onnxruntime-portable`` (standard ops only).
 Each measurement runs in a fresh process; the FLOP floor uses this machine's measured float32
 matrix-product rate.
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from .flops import attention_flops, measure_matmul_gflops, naf_flops
 
-BACKENDS = ("pytorch", "pytorch-attention", "onnxruntime", "onnxruntime-portable")
+BACKENDS = ("pytorch", "pytorch-attention", "native-attention", "onnxruntime", "onnxruntime-portable")
 
 
 def _prepare_onnx(backend: str, ratio: int, args: argparse.Namespace, workdir: Path) -> list[str]:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             result = json.loads(proc.stdout.strip().splitlines()[-1])
             result["backend"] = backend
             out = (args.features * ratio,) * 2
-            flops = attention_flops(out, args.channels) if backend == "pytorch-attention" else naf_flops((args.image,) * 2, out, args.channels)
+            flops = attention_flops(out, args.channels) if backend.endswith("-attention") else naf_flops((args.image,) * 2, out, args.channels)
             result["gflop"] = flops / 1e9
             result["floor_ms"] = flops / (rate * 1e9) * 1e3
             results.append(result)

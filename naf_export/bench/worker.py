@@ -68,6 +68,25 @@ def _attention_runner(args: argparse.Namespace) -> Callable[[], object]:
     return run
 
 
+def _native_attention_runner(args: argparse.Namespace) -> Callable[[], object]:
+    """The C++ CPU kernel alone (libnaf_core through ctypes), same shapes as pytorch-attention.
+    The output buffer is reused, as a runtime's arena would."""
+    import numpy as np
+    import torch
+
+    from naf_export.attention import neighborhood_index
+    from naf_export.native import cross_scale_attention_cpu
+
+    rng = np.random.default_rng(0)
+    out = args.features * args.ratio
+    q = rng.standard_normal((1, 256, out, out), dtype=np.float32)
+    k = rng.standard_normal((1, 256, args.features, args.features), dtype=np.float32)
+    v = rng.standard_normal((1, args.channels, args.features, args.features), dtype=np.float32)
+    rows = neighborhood_index(args.features, out).to(torch.int32).numpy()
+    result = np.empty((1, args.channels, out, out), dtype=np.float32)
+    return lambda: cross_scale_attention_cpu(q, k, v, rows, rows, 4, 0.125, args.threads, out=result)
+
+
 def _onnxruntime_runner(args: argparse.Namespace) -> Callable[[], object]:
     """An exported model in ONNX Runtime; inputs from --inputs (.npz). No torch work here, so
     the process's peak RSS is the runtime's own (plus the Python interpreter)."""
@@ -84,6 +103,7 @@ def _onnxruntime_runner(args: argparse.Namespace) -> Callable[[], object]:
 RUNNERS: dict[str, Callable[[argparse.Namespace], Callable[[], object]]] = {
     "pytorch": _pytorch_runner,
     "pytorch-attention": _attention_runner,
+    "native-attention": _native_attention_runner,
     "onnxruntime": _onnxruntime_runner,
 }
 
