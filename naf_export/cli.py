@@ -1,4 +1,4 @@
-"""The ``naf-export`` command line."""
+"""The ``naf-export`` command line: ``naf-export [export options]`` and ``naf-export validate``."""
 
 from __future__ import annotations
 
@@ -9,20 +9,20 @@ import warnings
 from pathlib import Path
 
 from .checkpoint import CheckpointError, load_naf
-from .onnx_export import export_onnx
-from .pipeline import ExportConfig, Report, measure_latency, parity_against_pytorch, sample_inputs
-
-TARGETS = ("onnxruntime", "onnx")
+from .pipeline import ExportConfig
+from .targets import TARGETS, ExportRequest, TargetUnavailable, run_target
 
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = ExportConfig()
     p = argparse.ArgumentParser(
         prog="naf-export",
-        description="Export NAF to an edge runtime and prove the artifact against PyTorch.",
+        description="Export NAF to an edge runtime and prove the artifact against PyTorch. "
+                    "'naf-export validate ARTIFACT' compares an existing artifact with PyTorch.",
     )
-    p.add_argument("--target", choices=TARGETS, default="onnxruntime",
-                   help="onnx: write the model; onnxruntime: write it, run it, report parity and latency (default)")
+    p.add_argument("--target", choices=tuple(TARGETS), default="onnxruntime",
+                   help="onnx: write the model; onnxruntime (default), openvino, tensorrt: build the "
+                        "artifact, run it, report parity and latency")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="release-format NAF checkpoint (naf_release.pth); untrained stand-in weights if omitted")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=defaults.image_size)
@@ -31,7 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-size", type=int, nargs=2, metavar=("H", "W"), default=defaults.output_size)
     p.add_argument("--attention", choices=("fused", "portable"), default="fused",
                    help="fused: the naf::CrossScaleNeighborhoodAttention plugin node; portable: standard ONNX ops only")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="half-precision weights and activations")
+    precision.add_argument("--int8", action="store_true",
+                           help="INT8 post-training quantization calibrated on --data (or the bundled set)")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="calibration images (+ optional .npy/.pt features of the same stem) for --int8")
+    p.add_argument("--plugin", type=Path, default=None,
+                   help="plugin library to load (default: the one built with the package)")
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
+    p.add_argument("--lean-memory", action="store_true",
+                   help="lower peak memory for some speed (onnxruntime: no CPU memory arena)")
     p.add_argument("--out", type=Path, default=Path("naf_export_out"), help="output directory")
     p.add_argument("--samples", type=int, default=2, help="bundled sample images used for parity")
     p.add_argument("--runs", type=int, default=10, help="timed runs for latency")
@@ -40,38 +50,48 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> Report:
+def request_from_args(args: argparse.Namespace) -> ExportRequest:
+    if args.data is not None and not args.int8:
+        raise ValueError("--data: calibration images are only used with --int8")
     config = ExportConfig(tuple(args.image_size), tuple(args.feature_size), args.channels, tuple(args.output_size))
-    model = load_naf(args.checkpoint)
-    args.out.mkdir(parents=True, exist_ok=True)
-    onnx_path = export_onnx(
-        model, args.out / f"naf_{args.attention}.onnx",
-        image_size=config.image_size, feature_size=config.feature_size, channels=config.channels,
-        output_size=config.output_size, attention=args.attention, dynamic_batch=args.dynamic_batch,
+    return ExportRequest(
+        model=load_naf(args.checkpoint),
+        config=config,
+        out=args.out,
+        attention=args.attention,
+        dynamic_batch=args.dynamic_batch,
+        precision="fp16" if args.fp16 else "int8" if args.int8 else "fp32",
+        data=args.data,
+        samples=args.samples,
+        runs=args.runs,
+        threads=args.threads,
+        trained=args.checkpoint is not None,
+        plugin=args.plugin,
+        lean_memory=args.lean_memory,
     )
-    report = Report(target=args.target, precision="fp32", config=config, artifacts={"onnx": str(onnx_path)})
-    if args.checkpoint is None:
-        report.notes.append("untrained stand-in weights (no --checkpoint): parity is meaningful, features are not")
-    if args.target == "onnxruntime":
-        from .runners.onnxruntime import OnnxRuntimeRunner
 
-        runner = OnnxRuntimeRunner(onnx_path, threads=args.threads)
-        inputs = sample_inputs(config, args.samples)
-        report.parity = parity_against_pytorch(model, runner, inputs, config.output_size)
-        report.latency_ms = measure_latency(runner, *inputs[0], runs=args.runs)
-    report.write(args.out)
-    return report
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    warnings.simplefilter("default")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["validate"]:
+        from .validate import main as validate_main
+
+        return validate_main(argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    warnings.simplefilter("default")
+    _setup_logging(args.verbose)
     try:
-        report = run(args)
+        report = run_target(args.target, request_from_args(args))
     except (ValueError, FileNotFoundError, CheckpointError) as exc:
         print(f"naf-export: error: {exc}", file=sys.stderr)
         return 2
+    except TargetUnavailable as exc:
+        print(f"naf-export: {args.target} is not available here: {exc}", file=sys.stderr)
+        return 3
     print(report.summary())
     print(f"  report       {args.out / 'report.json'}")
     return 0

@@ -17,6 +17,7 @@ Inputs are named ``image`` (B, 3, Hi, Wi) and ``features`` (B, C, h, w); the out
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,10 @@ from .model import NAF, _size_pair
 __all__ = ["ATTENTION_DOMAIN", "ATTENTION_OP", "OPSET", "export_onnx", "register_attention_schema"]
 
 from .contract import ATTENTION_DOMAIN, ATTENTION_OP, INPUT_NAMES, OPSET, OUTPUT_NAME
+
+#: Node-name scopes ("scope/op_n") of the parts quantization keeps in float by default.
+GROUP_NORM_SCOPE = "group_norm"
+ATTENTION_SCOPE = "attention"
 
 
 def register_attention_schema() -> None:
@@ -81,10 +86,20 @@ class _Graph:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._count = 0
+        self._scopes: list[str] = []
+
+    @contextlib.contextmanager
+    def scope(self, name: str):
+        """Prefix the names made inside with ``name/`` (quantization selects nodes by scope)."""
+        self._scopes.append(name)
+        try:
+            yield
+        finally:
+            self._scopes.pop()
 
     def name(self, hint: str) -> str:
         self._count += 1
-        return f"{hint}_{self._count}"
+        return "/".join([*self._scopes, f"{hint}_{self._count}"])
 
     def const(self, value: np.ndarray | torch.Tensor, hint: str = "const") -> str:
         if isinstance(value, torch.Tensor):
@@ -145,6 +160,11 @@ def _mean_per_group(g: _Graph, y: str) -> str:
 
 
 def _group_norm(g: _Graph, x: str, norm: torch.nn.GroupNorm, hw: tuple[int, int]) -> str:
+    with g.scope(GROUP_NORM_SCOPE):
+        return _group_norm_nodes(g, x, norm, hw)
+
+
+def _group_norm_nodes(g: _Graph, x: str, norm: torch.nn.GroupNorm, hw: tuple[int, int]) -> str:
     groups, channels = norm.num_groups, norm.num_channels
     y = g.reshape(x, [0, groups, channels // groups, *hw])
     centred = g.op("Sub", [y, _mean_per_group(g, y)])
@@ -291,12 +311,13 @@ def build_onnx(
     queries = _rope(g, x, model, out_hw)
     keys = _resize_axes(g, queries, out_hw, in_hw, "pool")
     dq_all = model.dim
-    if attention == "fused":
-        out = _attention_fused(g, queries, keys, INPUT_NAMES[1], model, in_hw, out_hw)
-    elif out_hw[0] % in_hw[0] == 0 and out_hw[1] % in_hw[1] == 0:
-        out = _attention_cells(g, queries, keys, INPUT_NAMES[1], model, dq_all, channels, in_hw, out_hw)
-    else:
-        out = _attention_gather(g, queries, keys, INPUT_NAMES[1], model, dq_all, channels, in_hw, out_hw)
+    with g.scope(ATTENTION_SCOPE):
+        if attention == "fused":
+            out = _attention_fused(g, queries, keys, INPUT_NAMES[1], model, in_hw, out_hw)
+        elif out_hw[0] % in_hw[0] == 0 and out_hw[1] % in_hw[1] == 0:
+            out = _attention_cells(g, queries, keys, INPUT_NAMES[1], model, dq_all, channels, in_hw, out_hw)
+        else:
+            out = _attention_gather(g, queries, keys, INPUT_NAMES[1], model, dq_all, channels, in_hw, out_hw)
     g.nodes.append(helper.make_node("Identity", [out], [OUTPUT_NAME], name="output"))
 
     batch: int | str = "batch" if dynamic_batch else 1

@@ -26,6 +26,7 @@ __all__ = [
     "load_image_file",
     "load_sample_image",
     "normalize_image",
+    "resize_image",
     "sample_batch",
 ]
 
@@ -71,8 +72,10 @@ def load_image_file(path: str | os.PathLike[str]) -> torch.Tensor:
         raise ValueError(f"image: cannot read {os.fspath(path)!r} as an image ({exc})") from exc
 
 
-def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+def resize_image(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Antialiased bilinear resize of a (3, H, W) picture in [0, 1] to ``size``, kept in [0, 1]."""
+    size = (int(size[0]), int(size[1]))
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
 
 
 def normalize_image(image: torch.Tensor) -> torch.Tensor:
@@ -132,7 +135,6 @@ def sample_batch(
     names: Sequence[str] = SAMPLE_IMAGES[:1],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised images (B, 3, Hi, Wi) and their derived features (B, C, h, w)."""
-    size = (int(image_size[0]), int(image_size[1]))
-    images = [_resize(load_sample_image(n), size).clamp(0, 1) for n in names]
+    images = [resize_image(load_sample_image(n), image_size) for n in names]
     feats = [derive_features(img, channels, tuple(feature_size)) for img in images]
     return normalize_image(torch.stack(images)), torch.stack(feats)

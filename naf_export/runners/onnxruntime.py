@@ -24,11 +24,29 @@ def needs_plugin(model_path: str | os.PathLike[str]) -> bool:
     return any(op.domain == ATTENTION_DOMAIN for op in model.opset_import)
 
 
+def _config_from_session(session, path: Path):
+    """The sizes the model was exported for, from its input and output shapes."""
+    from ..pipeline import ExportConfig
+
+    shapes = {v.name: v.shape for v in [*session.get_inputs(), *session.get_outputs()]}
+    try:
+        image, feats, out = (shapes[n] for n in (*INPUT_NAMES, OUTPUT_NAME))
+        dims = [int(d) for d in (*image[2:], *feats[1:], *out[2:])]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"model: {str(path)!r} needs fixed image, feature and output sizes on inputs {list(INPUT_NAMES)} "
+            f"and output {OUTPUT_NAME!r} (only the batch may be symbolic), got {shapes}"
+        ) from exc
+    return ExportConfig((dims[0], dims[1]), (dims[3], dims[4]), dims[2], (dims[5], dims[6]))
+
+
 class OnnxRuntimeRunner:
     """An ONNX Runtime session on an exported NAF model.
 
     ``plugin`` is the custom-op library path; by default the one built with this package is used
-    when the model contains the fused attention node.
+    when the model contains the fused attention node. ``lean_memory`` turns ONNX Runtime's CPU
+    memory arena off: buffers go back to the system after each run, which nearly halves peak RSS
+    at high output resolutions (2.0 -> 1.1 GB at 448x448) for ~15 % more CPU time in page faults.
     """
 
     def __init__(
@@ -38,6 +56,7 @@ class OnnxRuntimeRunner:
         plugin: str | os.PathLike[str] | None = None,
         providers: list[str] | None = None,
         threads: int = 0,
+        lean_memory: bool = False,
     ) -> None:
         import onnxruntime as ort
 
@@ -46,6 +65,7 @@ class OnnxRuntimeRunner:
             raise FileNotFoundError(f"model: no such file {str(path)!r}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        options.enable_cpu_mem_arena = not lean_memory
         if needs_plugin(path):
             if plugin is None:
                 from ..native import ort_library_path
@@ -69,6 +89,7 @@ class OnnxRuntimeRunner:
                 f"model: expected inputs {list(INPUT_NAMES)}, {str(path)!r} has {names}"
             )
         self.input_types = {i.name: i.type for i in self.session.get_inputs()}
+        self.config = _config_from_session(self.session, path)
 
     def __call__(self, image: np.ndarray, features: np.ndarray) -> np.ndarray:
         feeds = {"image": image, "features": features}

@@ -1,0 +1,96 @@
+"""One module per ``--target``: each exposes ``export(request: ExportRequest) -> Report``.
+
+The steps every target shares (writing the ONNX file, parity against PyTorch on the sample
+inputs, latency) live here so that target modules only translate to their runtime.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..model import NAF
+from ..onnx_export import export_onnx
+from ..pipeline import ExportConfig, Report, Runner, measure_latency, parity_against_pytorch, sample_inputs
+
+__all__ = [
+    "PRECISIONS", "TARGETS", "ExportRequest", "TargetUnavailable", "finish_report", "new_report", "run_target", "write_onnx",
+]
+
+#: Target name -> module under naf_export.targets.
+TARGETS = {
+    "onnxruntime": "onnxruntime",
+    "onnx": "onnx",
+    "openvino": "openvino",
+    "tensorrt": "tensorrt",
+}
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class TargetUnavailable(RuntimeError):
+    """A target's runtime is not installed here; the message says what to install. Targets raise
+    it only after writing every artifact they can build without that runtime."""
+
+
+@dataclass
+class ExportRequest:
+    """Everything a target needs to build, run and report on an artifact."""
+
+    model: NAF
+    config: ExportConfig
+    out: Path
+    attention: str = "fused"
+    dynamic_batch: bool = False
+    precision: str = "fp32"  # "fp32" | "fp16" | "int8"
+    data: Path | None = None  # calibration directory for int8 (None: the bundled set)
+    samples: int = 2  # bundled sample images used for parity
+    runs: int = 10  # timed runs for latency
+    threads: int = 0  # runtime threads (0: all cores)
+    trained: bool = False  # whether real weights were loaded from a checkpoint
+    plugin: Path | None = None  # explicit plugin library (otherwise the one built with the package)
+    lean_memory: bool = False  # trade some speed for a lower peak memory where the runtime allows
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
+        if self.attention not in ("fused", "portable"):
+            raise ValueError(f"attention: expected 'fused' or 'portable', got {self.attention!r}")
+        if self.data is not None and self.precision != "int8":
+            raise ValueError("data: a calibration directory is only used with --int8")
+        self.out = Path(self.out)
+
+
+def write_onnx(request: ExportRequest, attention: str | None = None, name: str | None = None) -> Path:
+    """Write the float32 ONNX model of ``request`` into its output directory."""
+    attention = attention or request.attention
+    config = request.config
+    request.out.mkdir(parents=True, exist_ok=True)
+    return export_onnx(
+        request.model, request.out / (name or f"naf_{attention}.onnx"),
+        image_size=config.image_size, feature_size=config.feature_size, channels=config.channels,
+        output_size=config.output_size, attention=attention, dynamic_batch=request.dynamic_batch,
+    )
+
+
+def new_report(request: ExportRequest, target: str) -> Report:
+    report = Report(target=target, precision=request.precision, config=request.config)
+    if not request.trained:
+        report.notes.append("untrained stand-in weights (no --checkpoint): parity is meaningful, features are not")
+    return report
+
+
+def finish_report(report: Report, runner: Runner, request: ExportRequest) -> Report:
+    """Parity against PyTorch float32 on the sample inputs and latency, then write report.json."""
+    inputs = sample_inputs(request.config, request.samples)
+    report.parity = parity_against_pytorch(request.model, runner, inputs, request.config.output_size)
+    report.latency_ms = measure_latency(runner, *inputs[0], runs=request.runs)
+    report.write(request.out)
+    return report
+
+
+def run_target(target: str, request: ExportRequest) -> Report:
+    if target not in TARGETS:
+        raise ValueError(f"target: expected one of {tuple(TARGETS)}, got {target!r}")
+    module = importlib.import_module(f".{TARGETS[target]}", __name__)
+    return module.export(request)

@@ -1,0 +1,18 @@
+"""``--target onnx``: write the float32 ONNX model (fused or portable), run nothing."""
+
+from __future__ import annotations
+
+from ..pipeline import Report
+from . import ExportRequest, new_report, write_onnx
+
+
+def export(request: ExportRequest) -> Report:
+    if request.precision != "fp32":
+        raise ValueError(
+            f"precision: --target onnx writes the float32 model; for {request.precision} use "
+            "--target onnxruntime (its artifact is a standard ONNX file too)"
+        )
+    report = new_report(request, "onnx")
+    report.artifacts["onnx"] = str(write_onnx(request))
+    report.write(request.out)
+    return report
