@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugin", type=Path, default=None,
                    help="plugin library to load (default: the one built with the package)")
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
+    p.add_argument("--batch-range", type=int, nargs=3, metavar=("MIN", "OPT", "MAX"), default=(1, 1, 8),
+                   help="tensorrt with --dynamic-batch: the optimisation profile's batch sizes (default 1 1 8)")
     p.add_argument("--lean-memory", action="store_true",
                    help="lower peak memory for some speed (onnxruntime: no CPU memory arena)")
     p.add_argument("--out", type=Path, default=Path("naf_export_out"), help="output directory")
@@ -68,6 +70,7 @@ def request_from_args(args: argparse.Namespace) -> ExportRequest:
         trained=args.checkpoint is not None,
         plugin=args.plugin,
         lean_memory=args.lean_memory,
+        batch_range=tuple(args.batch_range),
     )
 
 

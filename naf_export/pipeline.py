@@ -13,23 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import ExportConfig, config_from_shapes
 from .metrics import parity
 from .model import NAF
 from .samples import SAMPLE_IMAGES, sample_batch
 
-__all__ = ["ExportConfig", "Report", "measure_latency", "parity_against_pytorch", "sample_inputs"]
+__all__ = ["ExportConfig", "Report", "config_from_shapes", "measure_latency", "parity_against_pytorch", "sample_inputs"]
 
 Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    """Sizes an artifact is built for (the official protocol at ratio 2 by default)."""
-
-    image_size: tuple[int, int] = (448, 448)
-    feature_size: tuple[int, int] = (28, 28)
-    channels: int = 384
-    output_size: tuple[int, int] = (56, 56)
 
 
 def sample_inputs(config: ExportConfig, count: int) -> list[tuple[np.ndarray, np.ndarray]]:

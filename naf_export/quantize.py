@@ -131,7 +131,8 @@ def quantize_int8(
     """Static INT8 quantization in QDQ form, calibrated (min/max) on ``calibration``.
 
     Convolution weights are symmetric per output channel, activations symmetric per tensor
-    (zero point 0), the form TensorRT's explicit-precision INT8 consumes. Nodes whose name lies
+    (zero point 0), biases left in float: the form TensorRT's explicit-precision INT8 consumes
+    (it dequantizes 8-bit tensors only), and one ONNX Runtime still fuses into QLinearConv. Nodes whose name lies
     in one of the ``keep_float`` scopes (default :func:`float_scopes`) stay in float32.
     ``plugin`` is the ONNX Runtime custom-op library used while calibrating a fused model
     (default: the one built with the package).
@@ -163,7 +164,7 @@ def quantize_int8(
                 op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
                 calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=cache,
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
             )
         finally:
             logging.getLogger().setLevel(quiet)

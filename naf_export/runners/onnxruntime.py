@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from ..contract import ATTENTION_DOMAIN, INPUT_NAMES, OUTPUT_NAME
+from ..config import config_from_shapes
 
 __all__ = ["OnnxRuntimeRunner", "needs_plugin"]
 
@@ -22,22 +23,6 @@ def needs_plugin(model_path: str | os.PathLike[str]) -> bool:
             f"model: ONNX Runtime cannot load {os.fspath(model_path)!r}: not a readable ONNX file ({exc})"
         ) from exc
     return any(op.domain == ATTENTION_DOMAIN for op in model.opset_import)
-
-
-def _config_from_session(session, path: Path):
-    """The sizes the model was exported for, from its input and output shapes."""
-    from ..pipeline import ExportConfig
-
-    shapes = {v.name: v.shape for v in [*session.get_inputs(), *session.get_outputs()]}
-    try:
-        image, feats, out = (shapes[n] for n in (*INPUT_NAMES, OUTPUT_NAME))
-        dims = [int(d) for d in (*image[2:], *feats[1:], *out[2:])]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(
-            f"model: {str(path)!r} needs fixed image, feature and output sizes on inputs {list(INPUT_NAMES)} "
-            f"and output {OUTPUT_NAME!r} (only the batch may be symbolic), got {shapes}"
-        ) from exc
-    return ExportConfig((dims[0], dims[1]), (dims[3], dims[4]), dims[2], (dims[5], dims[6]))
 
 
 class OnnxRuntimeRunner:
@@ -89,7 +74,10 @@ class OnnxRuntimeRunner:
                 f"model: expected inputs {list(INPUT_NAMES)}, {str(path)!r} has {names}"
             )
         self.input_types = {i.name: i.type for i in self.session.get_inputs()}
-        self.config = _config_from_session(self.session, path)
+        shapes = {v.name: v.shape for v in [*self.session.get_inputs(), *self.session.get_outputs()]}
+        if OUTPUT_NAME not in shapes:
+            raise ValueError(f"model: expected output {OUTPUT_NAME!r}, {str(path)!r} has {list(shapes)[2:]}")
+        self.config = config_from_shapes(*(shapes[n] for n in (*INPUT_NAMES, OUTPUT_NAME)), source=repr(str(path)))
 
     def __call__(self, image: np.ndarray, features: np.ndarray) -> np.ndarray:
         feeds = {"image": image, "features": features}

@@ -50,12 +50,15 @@ class ExportRequest:
     trained: bool = False  # whether real weights were loaded from a checkpoint
     plugin: Path | None = None  # explicit plugin library (otherwise the one built with the package)
     lean_memory: bool = False  # trade some speed for a lower peak memory where the runtime allows
+    batch_range: tuple[int, int, int] = (1, 1, 8)  # min/opt/max batch of a dynamic-batch engine
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
         if self.attention not in ("fused", "portable"):
             raise ValueError(f"attention: expected 'fused' or 'portable', got {self.attention!r}")
+        if len(self.batch_range) != 3 or not 1 <= self.batch_range[0] <= self.batch_range[1] <= self.batch_range[2]:
+            raise ValueError(f"batch_range: expected MIN OPT MAX with 1 <= MIN <= OPT <= MAX, got {self.batch_range}")
         if self.data is not None and self.precision != "int8":
             raise ValueError("data: a calibration directory is only used with --int8")
         self.out = Path(self.out)

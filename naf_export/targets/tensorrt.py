@@ -1,0 +1,170 @@
+"""``--target tensorrt``: a TensorRT 10 engine of the fused model with the naf-export plugin.
+
+Steps: write the float32 ONNX (for ``--int8`` also the QDQ model calibrated on ``--data``); copy
+the plugin's sources to ``OUT/plugin_src`` (so the plugin can be built where TensorRT runs, e.g.
+on a Jetson); then, where TensorRT is importable, load ``libnaf_tensorrt.so``, build
+``OUT/naf_<precision>.engine`` (timing cache ``OUT/tensorrt_timing.cache``), run it and report
+parity and latency. Without TensorRT (or without a CUDA GPU) it writes ``report.json`` with the
+artifacts built so far and raises TargetUnavailable saying what to install and how to build the
+plugin from ``OUT/plugin_src``.
+
+The plugin library: ``--plugin``, else ``$NAF_EXPORT_TRT_PLUGIN``, else
+``OUT/plugin_build/lib/libnaf_tensorrt.so`` (where ``OUT/plugin_src/README.md`` builds it), else
+the package's own build. ``--batch-range MIN OPT MAX`` sets the optimisation profile of a
+``--dynamic-batch`` engine (default 1 1 8).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from ..pipeline import Report
+from . import ExportRequest, TargetUnavailable, finish_report, new_report, write_onnx
+
+__all__ = ["PLUGIN_BUILD_DIR", "PLUGIN_SRC_DIR", "TIMING_CACHE", "copy_plugin_sources", "export", "plugin_sources"]
+
+PLUGIN_SRC_DIR = "plugin_src"
+PLUGIN_BUILD_DIR = "plugin_build"
+TIMING_CACHE = "tensorrt_timing.cache"
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+_REPO_DIR = _PACKAGE_DIR.parent
+_MANIFEST = Path("plugins/tensorrt/plugin_src.manifest")
+
+
+def _read_manifest(repo: Path) -> list[tuple[Path, Path]]:
+    pairs = []
+    for line in (repo / _MANIFEST).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        pairs.append((repo / fields[0], Path(fields[1] if len(fields) > 1 else fields[0])))
+    return pairs
+
+
+def plugin_sources() -> list[tuple[Path, Path]]:
+    """(source file, path inside plugin_src) for every file of the plugin's standalone build.
+
+    An installed package carries them in ``naf_export/plugin_src`` (installed by CMake from
+    ``plugins/tensorrt/plugin_src.manifest``); a repository checkout lists them in that manifest.
+    Raises FileNotFoundError when neither is there.
+    """
+    installed = _PACKAGE_DIR / PLUGIN_SRC_DIR
+    if (installed / "CMakeLists.txt").is_file():
+        return sorted((p, p.relative_to(installed)) for p in installed.rglob("*") if p.is_file())
+    if (_REPO_DIR / _MANIFEST).is_file():
+        pairs = _read_manifest(_REPO_DIR)
+        missing = [str(src) for src, _ in pairs if not src.is_file()]
+        if missing:
+            raise FileNotFoundError(f"plugin sources listed in {_MANIFEST} are missing: {', '.join(missing)}")
+        return pairs
+    raise FileNotFoundError(
+        f"the TensorRT plugin sources are neither installed ({installed}) nor in a repository checkout "
+        f"({_REPO_DIR / _MANIFEST}); reinstall naf-export"
+    )
+
+
+def copy_plugin_sources(dest: str | Path) -> Path:
+    """Copy the plugin's standalone CMake project into ``dest`` (files are overwritten, other
+    files in ``dest``, e.g. a build folder, are left alone); return ``dest``."""
+    dest = Path(dest)
+    for src, rel in plugin_sources():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+    return dest
+
+
+def _build_instructions(request: ExportRequest, onnx_path: Path) -> str:
+    """How to finish by hand: build the plugin from OUT/plugin_src, then the engine."""
+    src = request.out / PLUGIN_SRC_DIR
+    build = request.out / PLUGIN_BUILD_DIR
+    engine = request.out / f"naf_{request.precision}.engine"
+    flag = {"fp32": " --noTF32", "fp16": " --fp16", "int8": " --stronglyTyped"}[request.precision]
+    if request.attention != "fused":
+        return (f"The plugin-free ONNX model is written ({onnx_path}); build the engine where TensorRT is "
+                f"installed: `trtexec --onnx={onnx_path}{flag} --saveEngine={engine}`.")
+    return (
+        f"The ONNX model ({onnx_path}) and the plugin sources ({src}) are written. Build the plugin where "
+        f"TensorRT is installed: `cmake -S {src} -B {build} -DTensorRT_ROOT=<TensorRT prefix> && "
+        f"cmake --build {build} --target naf_tensorrt` (on a Jetson: -DNAF_CUDA_ARCHITECTURES=87 instead of "
+        f"TensorRT_ROOT; see {src / 'README.md'}), then re-run this command (it finds "
+        f"{build / 'lib' / 'libnaf_tensorrt.so'}), or build the engine with `trtexec --onnx={onnx_path} "
+        f"--dynamicPlugins={build / 'lib' / 'libnaf_tensorrt.so'}{flag} --saveEngine={engine}`."
+    )
+
+
+def export(request: ExportRequest) -> Report:
+    from ..runners import tensorrt as rt
+
+    report = new_report(request, "tensorrt")
+    fp32_path = write_onnx(request)
+    report.artifacts["onnx"] = str(fp32_path)
+    onnx_path = fp32_path
+    if request.precision == "int8":
+        from ..calibration import load_calibration_set
+        from ..quantize import quantize_int8
+
+        calibration = load_calibration_set(request.data, request.config)
+        # request.plugin names the TensorRT library here; calibration runs in ONNX Runtime with
+        # the package's own custom-op library.
+        onnx_path = quantize_int8(fp32_path, fp32_path.with_name(fp32_path.stem + "_int8.onnx"), calibration)
+        report.artifacts["onnx_int8"] = str(onnx_path)
+        report.notes.append(f"int8: explicit Q/DQ calibrated on {len(calibration)} images "
+                            f"({request.data or 'bundled calibration set'}), strongly typed TensorRT network")
+    if request.attention == "fused":
+        report.artifacts["plugin_src"] = str(copy_plugin_sources(request.out / PLUGIN_SRC_DIR))
+    report.write(request.out)  # the artifacts so far, whatever happens next
+
+    try:
+        trt = rt.import_tensorrt()
+    except TargetUnavailable as exc:
+        message = f"{exc}. {_build_instructions(request, onnx_path)}"
+        report.notes.append(f"TensorRT not available here: {message}")
+        report.write(request.out)
+        raise TargetUnavailable(message) from exc
+
+    engine_path = rt.engine_path_for(request.out, request.precision)
+    options = rt.BuildOptions(precision=request.precision, batch=request.batch_range,
+                              timing_cache=request.out / TIMING_CACHE)
+    if request.precision == "fp16" and not hasattr(trt.BuilderFlag, "FP16"):
+        # TensorRT without weak typing (11.x): the model's own types must say float16.
+        from ..quantize import convert_fp16
+
+        onnx_path = convert_fp16(fp32_path, fp32_path.with_name(fp32_path.stem + "_fp16.onnx"))
+        report.artifacts["onnx_fp16"] = str(onnx_path)
+        options = dataclasses.replace(options, strongly_typed=True)
+    try:
+        info = rt.build_engine(onnx_path, engine_path, options=options, plugin=request.plugin,
+                               plugin_search_dirs=(request.out / PLUGIN_BUILD_DIR,))
+    except (TargetUnavailable, FileNotFoundError, ValueError) as exc:
+        hint = _build_instructions(request, onnx_path) if isinstance(exc, FileNotFoundError) else ""
+        report.notes.append(f"engine not built: {exc} {hint}".strip())
+        report.write(request.out)
+        if hint:
+            raise FileNotFoundError(f"{exc} {hint}") from exc
+        raise
+    report.artifacts["engine"] = str(engine_path)
+    report.artifacts["engine_info"] = str(engine_path) + ".json"
+    report.artifacts["timing_cache"] = str(options.timing_cache)
+    if info.get("plugin"):
+        report.artifacts["tensorrt_plugin"] = info["plugin"]
+    flags = ", ".join(info["flags"]) or "defaults"
+    profile = f", batch profile {info['batch_profile']}" if info.get("batch_profile") else ""
+    report.notes.append(f"TensorRT {trt.__version__} on {info.get('device') or 'the default GPU'}: "
+                        f"flags {flags}{profile}, built in {info['build_seconds']:.1f} s")
+    if info.get("timing_cache_note"):
+        report.notes.append(info["timing_cache_note"])
+    report.write(request.out)
+
+    try:
+        runner = rt.TensorRtRunner(engine_path, plugin=info.get("plugin"))
+    except TargetUnavailable as exc:
+        report.notes.append(f"engine built but not run here: {exc}")
+        report.write(request.out)
+        raise
+    report.notes.append("latency includes host-to-device and device-to-host copies")
+    return finish_report(report, runner, request)
