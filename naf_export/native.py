@@ -1,8 +1,9 @@
 """Locating and calling the native libraries built from ``plugins/``.
 
 ``libnaf_core.so`` exposes the C ABI of ``plugins/core/include/naf/cross_scale_attention.h``;
-``libnaf_onnxruntime.so`` is the ONNX Runtime custom-op library. ``pip install .`` puts both in
-``naf_export/lib``; a developer build (``cmake -S . -B build && cmake --build build``) is found too.
+``libnaf_onnxruntime.so`` is the ONNX Runtime custom-op library and ``libnaf_openvino.so`` the
+OpenVINO extension (with ``naf_openvino.json``, the OpenVINO version it was built against).
+``pip install .`` puts them in ``naf_export/lib``; a developer build (``cmake -S . -B build && cmake --build build``) is found too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ __all__ = [
     "LIB_DIR_ENV",
     "cross_scale_attention_cpu",
     "find_library",
+    "openvino_build_info",
+    "openvino_library_path",
     "ort_library_path",
 ]
 
@@ -66,7 +69,7 @@ def _candidates(file_name: str) -> list[pathlib.Path]:
 
 
 def find_library(name: str) -> pathlib.Path:
-    """Path of native library ``name`` ("naf_core" or "naf_onnxruntime").
+    """Path of native library ``name`` ("naf_core", "naf_onnxruntime" or "naf_openvino").
 
     Search order: ``$NAF_EXPORT_LIB_DIR``, ``naf_export/lib``, the files installed with the
     ``naf-export`` distribution, then ``<repo>/build/**`` (developer builds). When
@@ -89,6 +92,23 @@ def find_library(name: str) -> pathlib.Path:
 def ort_library_path() -> str:
     """Path to pass to ``onnxruntime.SessionOptions.register_custom_ops_library``."""
     return str(find_library("naf_onnxruntime"))
+
+
+def openvino_library_path() -> str:
+    """Path to pass to ``openvino.Core().add_extension`` (``libnaf_openvino.so``)."""
+    return str(find_library("naf_openvino"))
+
+
+def openvino_build_info(library: str | os.PathLike[str]) -> dict[str, str] | None:
+    """The ``naf_openvino.json`` written next to ``library`` by the build (``openvino_version``:
+    the OpenVINO release it was compiled against), or None when there is none."""
+    import json
+
+    path = pathlib.Path(library).with_name("naf_openvino.json")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 class _Shape(ctypes.Structure):

@@ -3,7 +3,9 @@
     python -m naf_export.bench --backends pytorch onnxruntime --ratios 2 4 8 16
 
 Backends: ``pytorch`` (eager model), ``pytorch-attention`` / ``native-attention`` (the attention op alone, PyTorch / C++ kernel),
-``onnxruntime`` (fused ONNX + plugin), ``onnxruntime-portable`` (standard ops only).
+``onnxruntime`` (fused ONNX + plugin), ``onnxruntime-portable`` (standard ops only),
+``onnxruntime-lean`` (fused, CPU memory arena off), ``onnxruntime-fp16`` / ``onnxruntime-int8`` (fused, converted / QDQ-quantized on the bundled calibration set).
+``openvino`` / ``openvino-int8`` (OpenVINO IR + extension: float32, or NNCF INT8 on the bundled calibration set).
 Each measurement runs in a fresh process; the FLOP floor uses this machine's measured float32
 matrix-product rate.
 """
@@ -24,7 +26,8 @@ from tqdm import tqdm
 
 from .flops import attention_flops, measure_matmul_gflops, naf_flops
 
-BACKENDS = ("pytorch", "pytorch-attention", "native-attention", "onnxruntime", "onnxruntime-portable")
+BACKENDS = ("pytorch", "pytorch-attention", "native-attention", "onnxruntime", "onnxruntime-portable",
+            "onnxruntime-lean", "onnxruntime-fp16", "onnxruntime-int8", "openvino", "openvino-int8")
 
 
 def _prepare_onnx(backend: str, ratio: int, args: argparse.Namespace, workdir: Path) -> list[str]:
@@ -43,10 +46,42 @@ def _prepare_onnx(backend: str, ratio: int, args: argparse.Namespace, workdir: P
     path = export_onnx(model, workdir / f"naf_{attention}_r{ratio}.onnx", image_size=(args.image,) * 2,
                        feature_size=(args.features,) * 2, channels=args.channels, output_size=size,
                        attention=attention)
+    if backend.endswith("-fp16"):
+        from ..quantize import convert_fp16
+
+        path = convert_fp16(path, path.with_name(path.stem + "_fp16.onnx"))
+    elif backend.endswith("-int8"):
+        from ..calibration import load_calibration_set
+        from ..pipeline import ExportConfig
+        from ..quantize import quantize_int8
+
+        config = ExportConfig((args.image,) * 2, (args.features,) * 2, args.channels, size)
+        calibration = load_calibration_set(None, config, progress=False)
+        path = quantize_int8(path, path.with_name(path.stem + "_int8.onnx"), calibration, progress=False)
     image, feats = sample_batch((args.image,) * 2, (args.features,) * 2, args.channels)
     inputs = workdir / f"inputs_r{ratio}.npz"
     np.savez(inputs, image=image.numpy(), features=feats.numpy())
     return ["--model", str(path), "--inputs", str(inputs)]
+
+
+def _prepare_openvino(backend: str, ratio: int, args: argparse.Namespace, workdir: Path) -> list[str]:
+    """Export the fused ONNX model, convert it to OpenVINO IR (INT8: NNCF on the bundled
+    calibration set) in this (parent) process; return worker flags."""
+    from ..pipeline import ExportConfig
+    from ..targets.openvino import convert_ir
+
+    flags = _prepare_onnx("onnxruntime", ratio, args, workdir)
+    onnx_path = Path(flags[1])
+    precision = "int8" if backend == "openvino-int8" else "fp32"
+    calibration = None
+    if precision == "int8":
+        from ..calibration import load_calibration_set
+
+        config = ExportConfig((args.image,) * 2, (args.features,) * 2, args.channels, (args.features * ratio,) * 2)
+        calibration = load_calibration_set(None, config, progress=False)
+    xml = convert_ir(onnx_path, workdir / f"{onnx_path.stem}_{precision}.xml", precision=precision,
+                     calibration=calibration, progress=False)
+    return ["--model", str(xml), *flags[2:]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
                 cmd += ["--checkpoint", args.checkpoint]
             if backend.startswith("onnxruntime"):
                 cmd += _prepare_onnx(backend, ratio, args, Path(tmp))
+                if backend.endswith("-lean"):
+                    cmd.append("--lean-memory")
+            elif backend.startswith("openvino"):
+                cmd += _prepare_openvino(backend, ratio, args, Path(tmp))
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 tqdm.write(f"{backend} ratio {ratio}: failed\n{proc.stderr[-2000:]}")

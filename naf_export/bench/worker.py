@@ -16,6 +16,15 @@ from collections.abc import Callable
 
 
 def _peak_rss_mb() -> float:
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a worker would report at
+    # least the RSS of the parent that spawned it (the bench driver, after exporting/calibrating).
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
@@ -94,7 +103,22 @@ def _onnxruntime_runner(args: argparse.Namespace) -> Callable[[], object]:
 
     from naf_export.runners.onnxruntime import OnnxRuntimeRunner
 
-    runner = OnnxRuntimeRunner(args.model, threads=args.threads)
+    runner = OnnxRuntimeRunner(args.model, threads=args.threads, lean_memory=args.lean_memory)
+    data = np.load(args.inputs)
+    image, feats = data["image"], data["features"]
+    return lambda: runner(image, feats)
+
+
+def _openvino_runner(args: argparse.Namespace) -> Callable[[], object]:
+    """An OpenVINO IR (--model, written by the parent) on CPU with the extension; inputs from
+    --inputs (.npz). fp32 pins float32 math; int8 keeps the CPU default (bf16 where supported)
+    for its float parts, as ``naf-export --target openvino --int8`` does."""
+    import numpy as np
+
+    from naf_export.runners.openvino import OpenVinoRunner
+
+    hint = None if args.backend == "openvino-int8" else "f32"
+    runner = OpenVinoRunner(args.model, threads=args.threads, precision_hint=hint)
     data = np.load(args.inputs)
     image, feats = data["image"], data["features"]
     return lambda: runner(image, feats)
@@ -105,6 +129,8 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], Callable[[], object]]] = {
     "pytorch-attention": _attention_runner,
     "native-attention": _native_attention_runner,
     "onnxruntime": _onnxruntime_runner,
+    "openvino": _openvino_runner,
+    "openvino-int8": _openvino_runner,
 }
 
 
@@ -119,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--checkpoint", default=None)
-    parser.add_argument("--model", help="ONNX file (onnxruntime backend)")
-    parser.add_argument("--inputs", help=".npz with image and features (onnxruntime backend)")
+    parser.add_argument("--model", help="ONNX file (onnxruntime backend) or OpenVINO IR .xml (openvino backends)")
+    parser.add_argument("--inputs", help=".npz with image and features (onnxruntime, openvino backends)")
+    parser.add_argument("--lean-memory", action="store_true", help="onnxruntime: CPU memory arena off")
     args = parser.parse_args(argv)
     import warnings
 
