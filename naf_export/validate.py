@@ -193,7 +193,7 @@ def validate_artifact(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="naf-export validate", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="naf-export validate", description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("artifact", type=Path, help="model.onnx, model.xml (OpenVINO IR) or model.engine (TensorRT)")
     p.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help="images (+ optional .npy/.pt features of the same stem); default: the bundled sample images")

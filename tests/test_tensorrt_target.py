@@ -1,24 +1,20 @@
 """``naf-export --target tensorrt``: the TensorRT engine builder and runner, and the plugin
 sources it hands out.
 
-Three groups:
+Two groups:
 
 * always run: without TensorRT the target writes the ONNX model, ``report.json`` and
-  ``plugin_src`` and exits with status 3 naming what to install; ``plugin_src`` builds as a
-  standalone CMake project for sm_87 (Jetson Orin): the real ``libnaf_tensorrt.so`` against a stub
-  libnvinfer, exporting only TensorRT's entry points (needs nvcc and the kernel-lens TensorRT
-  headers, like tests/test_native_cuda_compile.py); the pip install rules ship the same files.
-* always run, against a stand-in ``tensorrt`` module: the builder's calls into the TensorRT 10
-  API (network flags per precision, optimisation profile, timing cache, parser error messages,
-  one plugin-library load per process). The stand-in only records calls; the real API is
-  exercised by the last group.
+  ``plugin_src`` and exits with status 3 naming what to install and the trtexec command;
+  ``plugin_src`` builds as a standalone CMake project for sm_87 (Jetson Orin): the real
+  ``libnaf_tensorrt.so`` linked against a link-only libnvinfer stub, exporting only TensorRT's
+  entry points (needs nvcc and the kernel-lens TensorRT headers, like
+  tests/test_native_cuda_compile.py); the pip install rules ship the same files.
 * needs TensorRT >= 10, a CUDA build of PyTorch, a GPU and a built libnaf_tensorrt.so: engines
   built from the exported model and compared with PyTorch.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 import shutil
@@ -87,6 +83,48 @@ def test_portable_without_tensorrt_needs_no_plugin(tmp_path: Path, no_tensorrt, 
     assert "trtexec --onnx=" in err and "--fp16" in err and "dynamicPlugins" not in err
     assert not (out / "plugin_src").exists()
     assert json.loads((out / "report.json").read_text())["artifacts"] == {"onnx": str(out / "naf_portable.onnx")}
+
+
+def test_dynamic_batch_hint_gives_trtexec_the_profile(tmp_path: Path, no_tensorrt, capsys) -> None:
+    out = tmp_path / "out"
+    argv = ["--target", "tensorrt", *SMALL, "--dynamic-batch", "--batch-range", "1", "2", "4", "--out", str(out)]
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    for needle in ("--minShapes=image:1x3x64x64,features:1x8x9x9", "--optShapes=image:2x3x64x64,features:2x8x9x9",
+                   "--maxShapes=image:4x3x64x64,features:4x8x9x9"):
+        assert needle in err, err
+
+
+def test_float16_detection_guards_strongly_typed_fp16(tmp_path: Path, no_tensorrt) -> None:
+    from naf_export.quantize import convert_fp16
+    from naf_export.runners.tensorrt import _has_float16_tensors
+
+    out = tmp_path / "out"
+    assert main(["--target", "tensorrt", "--attention", "portable", *SMALL, "--out", str(out)]) == 3
+    fp32 = out / "naf_portable.onnx"
+    assert not _has_float16_tensors(fp32)
+    assert _has_float16_tensors(convert_fp16(fp32, tmp_path / "fp16.onnx"))
+
+
+def test_errors_since_counts_past_the_kept_window() -> None:
+    from naf_export.runners.tensorrt import _errors_since
+
+    log = types.SimpleNamespace(messages=[], error_count=0)
+
+    def error(msg: str) -> None:  # what the TensorRT logger does with an ERROR
+        log.error_count += 1
+        log.messages.append(msg)
+        del log.messages[:-50]
+
+    for i in range(120):
+        error(f"old {i}")
+    mark = log.error_count
+    assert _errors_since(log, mark) == "no error message from TensorRT"
+    error("parser: bad node")
+    assert _errors_since(log, mark) == "parser: bad node"
+    for i in range(7):
+        error(f"new {i}")
+    assert _errors_since(log, mark) == "; ".join(f"new {i}" for i in range(2, 7))
 
 
 def test_int8_without_tensorrt_writes_the_qdq_model(tmp_path: Path, no_tensorrt, capsys) -> None:

@@ -130,14 +130,17 @@ def _logger(trt: Any) -> Any:
         errors = {trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR}
         warning = trt.ILogger.Severity.WARNING
         info = trt.ILogger.Severity.INFO
+        verbose_wanted = log.isEnabledFor(logging.DEBUG)
 
         class _Logger(trt.ILogger):
             def __init__(self) -> None:
                 trt.ILogger.__init__(self)
-                self.messages: list[str] = []
+                self.messages: list[str] = []  # the latest errors
+                self.error_count = 0  # all errors so far: callers mark a position in this count
 
             def log(self, severity: Any, msg: str) -> None:
                 if severity in errors:
+                    self.error_count += 1
                     self.messages.append(msg)
                     del self.messages[:-50]
                     log.error("TensorRT: %s", msg)
@@ -145,7 +148,7 @@ def _logger(trt: Any) -> Any:
                     log.warning("TensorRT: %s", msg)
                 elif severity == info:
                     log.info("TensorRT: %s", msg)
-                else:
+                elif verbose_wanted:  # VERBOSE floods the builder; each call takes the GIL
                     log.debug("TensorRT: %s", msg)
 
         _LOGGER = _Logger()
@@ -153,7 +156,9 @@ def _logger(trt: Any) -> Any:
 
 
 def _errors_since(logger: Any, mark: int) -> str:
-    new = logger.messages[mark:] if mark <= len(logger.messages) else logger.messages
+    """TensorRT's errors logged since ``mark = logger.error_count`` (the last five of them)."""
+    count = min(logger.error_count - mark, len(logger.messages))
+    new = logger.messages[-count:] if count > 0 else []
     return "; ".join(new[-5:]) if new else "no error message from TensorRT"
 
 
@@ -210,10 +215,25 @@ def resolve_plugin(plugin: str | os.PathLike[str] | None = None, search_dirs: Se
 
 
 def _find_creator(registry: Any) -> Any:
-    try:
-        return registry.get_creator(PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE)
-    except Exception:  # noqa: BLE001 - older bindings raise instead of returning None
-        return None
+    """The registered creator of our plugin, or None.
+
+    Scans ``all_creators`` instead of calling ``get_creator``, which logs an ERROR
+    ("could not find plugin") through the logger when the creator is absent, i.e. on the normal
+    path before the library is loaded.
+    """
+    creators = getattr(registry, "all_creators", None)
+    if creators is None:  # bindings without the listing
+        try:
+            return registry.get_creator(PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE)
+        except Exception:  # noqa: BLE001 - some bindings raise instead of returning None
+            return None
+    wanted = (PLUGIN_NAME, str(PLUGIN_VERSION), PLUGIN_NAMESPACE)
+    for creator in creators:
+        found = (getattr(creator, "name", None), str(getattr(creator, "plugin_version", None)),
+                 getattr(creator, "plugin_namespace", "") or "")
+        if found == wanted:
+            return creator
+    return None
 
 
 def load_plugin(plugin: str | os.PathLike[str] | None = None, search_dirs: Sequence[Path] = ()) -> Path:
@@ -257,7 +277,7 @@ def load_plugin(plugin: str | os.PathLike[str] | None = None, search_dirs: Seque
         if _find_creator(registry) is not None:  # registered by a static initializer
             _LOADED[key] = None
             return path
-        mark = len(logger.messages)
+        mark = logger.error_count
         try:
             handle = registry.load_library(key)
         except Exception as exc:  # noqa: BLE001 - the bindings raise RuntimeError/TypeError
@@ -328,8 +348,10 @@ def _onnx_bytes_for_parser(onnx_path: Path) -> tuple[bytes | None, int, bool]:
     """(serialized model or None to parse the file as is, number of attention nodes, has Q/DQ).
 
     One rewrite, in memory, when needed: a model-local function named like the plugin is
-    dropped, so the plugin wins on every TensorRT 10 release (the 10.0/10.1 parsers import a
-    same-named local function before trying plugins; later ones prefer a registered plugin).
+    dropped, so the plugin wins on every TensorRT release. Which of the two the parser picks
+    has changed: 10.0-10.6 import a same-named local function, 10.7-10.14 prefer a registered
+    plugin, 10.15+ and 11 prefer the function again unless OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE
+    is set (not used here: it would let any registered plugin replace built-in operators).
     """
     import onnx
 
@@ -380,6 +402,30 @@ def _call(obj: Any, name: str) -> Any:
         return None
 
 
+def _write_atomically(path: Path, data: Any) -> None:
+    """Write through a temporary file and rename, so a crash or a concurrent build never leaves
+    a truncated engine or timing cache behind."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _has_float16_tensors(onnx_path: Path) -> bool:
+    """Whether the model's own types say float16 (initializers or Cast-to-float16 nodes)."""
+    import onnx
+
+    model = onnx.load(os.fspath(onnx_path), load_external_data=False)
+    half = onnx.TensorProto.FLOAT16
+    if any(t.data_type == half for t in model.graph.initializer):
+        return True
+    return any(n.op_type == "Cast" and any(a.name == "to" and a.i == half for a in n.attribute)
+               for n in model.graph.node)
+
+
 def _dims(shape: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
@@ -410,10 +456,16 @@ def build_engine(
             f"onnx_path: int8 engines are built from a QDQ model (naf_export.quantize.quantize_int8), "
             f"{str(onnx_path)!r} has no QuantizeLinear/DequantizeLinear nodes"
         )
+    if options.precision == "fp16" and options.is_strongly_typed and not _has_float16_tensors(onnx_path):
+        raise ValueError(
+            f"onnx_path: a strongly typed fp16 engine takes its types from the model, and {str(onnx_path)!r} "
+            "has no float16 tensors (the engine would be float32): convert it with "
+            "naf_export.quantize.convert_fp16 first"
+        )
     plugin_path = load_plugin(plugin, plugin_search_dirs) if attention_nodes else None
 
     logger = _logger(trt)
-    mark = len(logger.messages)
+    mark = logger.error_count
     try:
         builder = trt.Builder(logger)
     except Exception as exc:  # noqa: BLE001 - pybind raises TypeError when createInferBuilder fails
@@ -497,17 +549,16 @@ def build_engine(
         elif data:
             cache_note = f"timing cache {cache_path} reused"
 
-    mark = len(logger.messages)
+    mark = logger.error_count
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     build_seconds = time.perf_counter() - start
     if serialized is None:
         raise EngineBuildError(f"TensorRT failed to build an engine from {str(onnx_path)!r}: {_errors_since(logger, mark)}")
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(engine_path, "wb") as f:
-        f.write(memoryview(serialized))
+    _write_atomically(engine_path, memoryview(serialized))
     if options.timing_cache is not None:
-        Path(options.timing_cache).write_bytes(memoryview(config.get_timing_cache().serialize()))
+        _write_atomically(Path(options.timing_cache), memoryview(config.get_timing_cache().serialize()))
 
     info: dict[str, Any] = {
         "tensorrt": trt.__version__,
@@ -611,7 +662,7 @@ class TensorRtRunner:
             self.plugin = None
 
         logger = _logger(trt)
-        mark = len(logger.messages)
+        mark = logger.error_count
         self._runtime = trt.Runtime(logger)
         engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
@@ -682,14 +733,16 @@ class TensorRtRunner:
             for name, tensor in feeds.items():
                 if not self._context.set_input_shape(name, tuple(tensor.shape)):
                     raise ValueError(f"{name}: TensorRT rejected input shape {tuple(tensor.shape)}")
-                self._context.set_tensor_address(name, tensor.data_ptr())
+                if not self._context.set_tensor_address(name, tensor.data_ptr()):
+                    raise RuntimeError(f"{name}: TensorRT rejected the device buffer")
             out_shape = _dims(self._context.get_tensor_shape(OUTPUT_NAME))
             binding = self._bindings[OUTPUT_NAME]
             if self._output is None or tuple(self._output.shape) != out_shape:
                 self._output = torch.empty(out_shape, dtype=binding.dtype, device="cuda")
-            self._context.set_tensor_address(OUTPUT_NAME, self._output.data_ptr())
+            if not self._context.set_tensor_address(OUTPUT_NAME, self._output.data_ptr()):
+                raise RuntimeError(f"{OUTPUT_NAME}: TensorRT rejected the device buffer")
             logger = _logger(trt)
-            mark = len(logger.messages)
+            mark = logger.error_count
             if not self._context.execute_async_v3(self._stream.cuda_stream):
                 raise RuntimeError(f"TensorRT failed to execute the engine: {_errors_since(logger, mark)}")
             result = self._output.float().cpu()  # synchronises with the stream

@@ -83,7 +83,15 @@ def _build_instructions(request: ExportRequest, onnx_path: Path) -> str:
     src = request.out / PLUGIN_SRC_DIR
     build = request.out / PLUGIN_BUILD_DIR
     engine = request.out / f"naf_{request.precision}.engine"
+    # TensorRT 10 trtexec flags; TensorRT 11 drops --fp16 (build from the _fp16.onnx model written
+    # by convert_fp16 instead) and types every network strongly.
     flag = {"fp32": " --noTF32", "fp16": " --fp16", "int8": " --stronglyTyped"}[request.precision]
+    if request.dynamic_batch:  # without shapes trtexec pins every dynamic dimension to 1
+        c = request.config
+        dims = {"image": (3, *c.image_size), "features": (c.channels, *c.feature_size)}
+        for key, batch in zip(("min", "opt", "max"), request.batch_range):
+            flag += f" --{key}Shapes=" + ",".join(
+                f"{name}:{'x'.join(str(d) for d in (batch, *shape))}" for name, shape in dims.items())
     if request.attention != "fused":
         return (f"The plugin-free ONNX model is written ({onnx_path}); build the engine where TensorRT is "
                 f"installed: `trtexec --onnx={onnx_path}{flag} --saveEngine={engine}`.")

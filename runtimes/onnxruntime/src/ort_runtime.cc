@@ -338,6 +338,9 @@ OrtUpsampler::OrtUpsampler(const std::string& model_path, const std::string& plu
   check(a.CreateSessionOptions(&so), "ONNX Runtime session options");
   impl_->session_options.reset(so);
   check(a.SetIntraOpNumThreads(so, options.intra_op_threads), "options: intra_op_threads");
+  // The memory pattern pre-plans one block for all intermediates of a run: a third more peak
+  // memory at 448x448 (2.06 -> 1.38 GB) for ~4 % speed, a bad trade on an edge device.
+  check(a.DisableMemPattern(so), "options: memory pattern");
   if (options.lean_memory) check(a.DisableCpuMemArena(so), "options: lean_memory");
 
   // An unparseable file (scanned == false) still gets the plugin, so ONNX Runtime's own error
