@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from naf_export.attention import cross_scale_neighborhood_attention, neighborhood_index
+from op_feeds import INPUTS, attention_node_model, feeds, reference, rel_l2
 from native_build import REPO, cxx_compiler, library
 
 ov = pytest.importorskip("openvino", reason="openvino is not installed (pip install openvino==2026.4.1)")
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper  # noqa: E402
+from onnx import TensorProto  # noqa: E402
 
 from naf_export.checkpoint import load_naf  # noqa: E402
 from naf_export.pipeline import ExportConfig, sample_inputs  # noqa: E402
@@ -30,7 +30,6 @@ from naf_export.runners.openvino import OpenVinoRunner  # noqa: E402
 from naf_export.targets import ExportRequest  # noqa: E402
 from naf_export.targets import openvino as ov_target  # noqa: E402
 
-INPUTS = ("query", "key", "value", "row_index", "col_index")
 # Small NAF configurations: an integer ratio (36 = 3 x 12) and a non-divisible one (40x44 from 9x11).
 CONFIGS = {
     "divisible": ExportConfig(image_size=(96, 96), feature_size=(12, 12), channels=48, output_size=(36, 36)),
@@ -62,41 +61,13 @@ DYNAMIC = {"query": ["B", "Dq", "H", "W"], "key": ["B", "Dq", "h", "w"], "value"
 
 def make_onnx(elem: int = TensorProto.FLOAT, attrs: dict | None = None, shapes: dict | None = None) -> bytes:
     attrs = {"num_heads": 2, "scale": 0.3} if attrs is None else attrs
-    shapes = {**DYNAMIC, **(shapes or {})}
-    types = {"row_index": TensorProto.INT32, "col_index": TensorProto.INT32}
-    inputs = [helper.make_tensor_value_info(n, types.get(n, elem), shapes.get(n)) for n in INPUTS]
-    node = helper.make_node("CrossScaleNeighborhoodAttention", list(INPUTS), ["out"], domain="naf", **attrs)
-    graph = helper.make_graph([node], "csna", inputs, [helper.make_tensor_value_info("out", elem, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("naf", 1)])
-    return model.SerializeToString()
+    return attention_node_model(elem, attrs, {**DYNAMIC, **(shapes or {})})
 
 
 def read(ext: str, model: bytes):
     core = ov.Core()
     core.add_extension(ext)
     return core, core.read_model(model=model)
-
-
-def feeds(seed: int, b: int, dq_all: int, c_all: int, in_hw, out_hw, dtype=np.float32) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    (h, w), (big_h, big_w) = in_hw, out_hw
-    return {
-        "query": rng.standard_normal((b, dq_all, big_h, big_w)).astype(dtype),
-        "key": rng.standard_normal((b, dq_all, h, w)).astype(dtype),
-        "value": rng.standard_normal((b, c_all, h, w)).astype(dtype),
-        "row_index": neighborhood_index(h, big_h).to(torch.int32).numpy(),
-        "col_index": neighborhood_index(w, big_w).to(torch.int32).numpy(),
-    }
-
-
-def reference(f: dict[str, np.ndarray], heads: int, scale: float) -> torch.Tensor:
-    q, k, v = (torch.from_numpy(f[n].astype(np.float32)) for n in ("query", "key", "value"))
-    return cross_scale_neighborhood_attention(q, k, v, heads, 9, scale)
-
-
-def rel_l2(out: np.ndarray, ref: torch.Tensor) -> float:
-    diff = torch.from_numpy(out.astype(np.float64)) - ref.double()
-    return float(diff.norm() / ref.double().norm())
 
 
 SYMBOLIC = {"query": ["B", 32, 41, 70], "key": ["B", 32, 16, 15], "value": ["B", 48, 16, 15]}

@@ -7,6 +7,7 @@ inputs, latency) live here so that target modules only translate to their runtim
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from ..onnx_export import export_onnx
 from ..pipeline import ExportConfig, Report, Runner, measure_latency, parity_against_pytorch, sample_inputs
 
 __all__ = [
-    "PRECISIONS", "TARGETS", "ExportRequest", "TargetUnavailable", "finish_report", "new_report", "run_target", "write_onnx",
+    "PRECISIONS", "TARGETS", "ExportRequest", "TargetUnavailable", "finish_report", "new_report", "run_target",
+    "write_fp16_onnx", "write_int8_onnx", "write_onnx",
 ]
 
 #: Target name -> module under naf_export.targets.
@@ -74,6 +76,30 @@ def write_onnx(request: ExportRequest, attention: str | None = None, name: str |
         image_size=config.image_size, feature_size=config.feature_size, channels=config.channels,
         output_size=config.output_size, attention=attention, dynamic_batch=request.dynamic_batch,
     )
+
+
+def write_fp16_onnx(fp32_path: Path, report: Report) -> Path:
+    """``<model>_fp16.onnx`` next to ``fp32_path`` (float16 inside, float32 inputs/outputs)."""
+    from ..quantize import convert_fp16
+
+    path = convert_fp16(fp32_path, fp32_path.with_name(fp32_path.stem + "_fp16.onnx"))
+    report.artifacts["onnx_fp16"] = str(path)
+    return path
+
+
+def write_int8_onnx(request: ExportRequest, fp32_path: Path, report: Report,
+                    plugin: str | os.PathLike[str] | None = None) -> Path:
+    """``<model>_int8.onnx``: the QDQ model calibrated on ``request.data`` (or the bundled set).
+    ``plugin`` is the ONNX Runtime custom-op library calibration runs with (default: the package's)."""
+    from ..calibration import load_calibration_set
+    from ..quantize import quantize_int8
+
+    calibration = load_calibration_set(request.data, request.config)
+    path = quantize_int8(fp32_path, fp32_path.with_name(fp32_path.stem + "_int8.onnx"), calibration, plugin=plugin)
+    report.artifacts["onnx_int8"] = str(path)
+    report.notes.append(f"int8: static QDQ calibrated on {len(calibration)} images "
+                        f"({request.data or 'bundled calibration set'})")
+    return path
 
 
 def new_report(request: ExportRequest, target: str) -> Report:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..pipeline import Report
-from . import ExportRequest, finish_report, new_report, write_onnx
+from . import ExportRequest, finish_report, new_report, write_fp16_onnx, write_int8_onnx, write_onnx
 
 
 def export(request: ExportRequest) -> Report:
@@ -14,20 +14,9 @@ def export(request: ExportRequest) -> Report:
     report.artifacts["onnx"] = str(fp32_path)
     path = fp32_path
     if request.precision == "fp16":
-        from ..quantize import convert_fp16
-
-        path = convert_fp16(fp32_path, fp32_path.with_name(fp32_path.stem + "_fp16.onnx"))
-        report.artifacts["onnx_fp16"] = str(path)
+        path = write_fp16_onnx(fp32_path, report)
     elif request.precision == "int8":
-        from ..calibration import load_calibration_set
-        from ..quantize import quantize_int8
-
-        calibration = load_calibration_set(request.data, request.config)
-        path = quantize_int8(fp32_path, fp32_path.with_name(fp32_path.stem + "_int8.onnx"), calibration,
-                             plugin=request.plugin)
-        report.artifacts["onnx_int8"] = str(path)
-        report.notes.append(f"int8: static QDQ calibrated on {len(calibration)} images "
-                            f"({request.data or 'bundled calibration set'})")
+        path = write_int8_onnx(request, fp32_path, report, plugin=request.plugin)
     runner = OnnxRuntimeRunner(path, plugin=request.plugin, threads=request.threads,
                                lean_memory=request.lean_memory)
     return finish_report(report, runner, request)

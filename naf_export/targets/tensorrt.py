@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 
 from ..pipeline import Report
-from . import ExportRequest, TargetUnavailable, finish_report, new_report, write_onnx
+from . import ExportRequest, TargetUnavailable, finish_report, new_report, write_fp16_onnx, write_int8_onnx, write_onnx
 
 __all__ = ["PLUGIN_BUILD_DIR", "PLUGIN_SRC_DIR", "TIMING_CACHE", "copy_plugin_sources", "export", "plugin_sources"]
 
@@ -113,16 +113,10 @@ def export(request: ExportRequest) -> Report:
     report.artifacts["onnx"] = str(fp32_path)
     onnx_path = fp32_path
     if request.precision == "int8":
-        from ..calibration import load_calibration_set
-        from ..quantize import quantize_int8
-
-        calibration = load_calibration_set(request.data, request.config)
         # request.plugin names the TensorRT library here; calibration runs in ONNX Runtime with
         # the package's own custom-op library.
-        onnx_path = quantize_int8(fp32_path, fp32_path.with_name(fp32_path.stem + "_int8.onnx"), calibration)
-        report.artifacts["onnx_int8"] = str(onnx_path)
-        report.notes.append(f"int8: explicit Q/DQ calibrated on {len(calibration)} images "
-                            f"({request.data or 'bundled calibration set'}), strongly typed TensorRT network")
+        onnx_path = write_int8_onnx(request, fp32_path, report)
+        report.notes.append("int8: the explicit Q/DQ model, built as a strongly typed TensorRT network")
     if request.attention == "fused":
         report.artifacts["plugin_src"] = str(copy_plugin_sources(request.out / PLUGIN_SRC_DIR))
     report.write(request.out)  # the artifacts so far, whatever happens next
@@ -140,10 +134,7 @@ def export(request: ExportRequest) -> Report:
                               timing_cache=request.out / TIMING_CACHE)
     if request.precision == "fp16" and not hasattr(trt.BuilderFlag, "FP16"):
         # TensorRT without weak typing (11.x): the model's own types must say float16.
-        from ..quantize import convert_fp16
-
-        onnx_path = convert_fp16(fp32_path, fp32_path.with_name(fp32_path.stem + "_fp16.onnx"))
-        report.artifacts["onnx_fp16"] = str(onnx_path)
+        onnx_path = write_fp16_onnx(fp32_path, report)
         options = dataclasses.replace(options, strongly_typed=True)
     try:
         info = rt.build_engine(onnx_path, engine_path, options=options, plugin=request.plugin,
