@@ -176,8 +176,8 @@ def quantize_int8(
     nncf_logger = logging.getLogger("nncf")
     level = nncf_logger.level
     quiet = contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO())  # NNCF's progress bar
-    if not progress:
-        nncf_logger.setLevel(logging.ERROR)
+    # NNCF logs one INFO line per operation it leaves in float (here: everything but the convs).
+    nncf_logger.setLevel(logging.WARNING if progress else logging.ERROR)
     try:
         with quiet:
             return nncf.quantize(
