@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["parity"]
+__all__ = ["kmeans_fit", "kmeans_segment", "mean_iou", "parity", "pixels", "psnr"]
 
 
 def _per_pixel_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -42,7 +42,7 @@ def psnr(output: np.ndarray, reference: np.ndarray) -> float:
     return 10.0 * float(np.log10(max(peak, 1e-30) ** 2 / mse))
 
 
-def _pixels(features: np.ndarray) -> np.ndarray:
+def pixels(features: np.ndarray) -> np.ndarray:
     """(1, C, H, W) or (C, H, W) -> (H*W, C) float64."""
     f = features.reshape(features.shape[-3], -1).T
     return np.ascontiguousarray(f, dtype=np.float64)
@@ -52,7 +52,7 @@ def kmeans_fit(features: np.ndarray, clusters: int = 8, *, seed: int = 0, iterat
                max_fit_pixels: int = 20000) -> np.ndarray:
     """Centroids (clusters, C) of a seeded k-means (k-means++ start, Lloyd steps) over the pixels of
     a feature map; fitted on at most ``max_fit_pixels`` pixels drawn with the same seed."""
-    x = _pixels(features)
+    x = pixels(features)
     rng = np.random.default_rng(seed)
     if len(x) > max_fit_pixels:
         x = x[rng.choice(len(x), max_fit_pixels, replace=False)]
@@ -81,7 +81,7 @@ def _nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 def kmeans_segment(features: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """(H, W) label map: each pixel's nearest centroid."""
     h, w = features.shape[-2:]
-    return _nearest(_pixels(features), centroids).reshape(h, w)
+    return _nearest(pixels(features), centroids).reshape(h, w)
 
 
 def mean_iou(labels: np.ndarray, reference: np.ndarray) -> float:

@@ -140,13 +140,13 @@ def quantize_int8(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
-    from .runners.onnxruntime import needs_plugin
+    from .runners.onnxruntime import uses_naf_domain
 
     if len(calibration) == 0:
         raise ValueError("calibration: expected at least one (image, features) pair")
     src, dst = Path(src), Path(dst)
     model = _load(src)
-    if needs_plugin(src) and plugin is None:
+    if plugin is None and uses_naf_domain(model):
         from .native import ort_library_path
 
         plugin = ort_library_path()

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .metrics import pixels
+
 __all__ = ["error_heatmap", "heat_colors", "label_colors", "pca_basis", "pca_colors", "save_panel"]
 
 # Anchors of a perceptually ordered dark-to-bright map (black, purple, red, orange, pale yellow).
@@ -18,7 +20,7 @@ def pca_basis(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     """Mean (C,), top-3 principal directions (C, 3), and the 1st/99th percentiles of the
     projections of ``features`` (1, C, H, W): fitted on the reference so that every map drawn
     with it shares one colour scale."""
-    x = features.reshape(features.shape[-3], -1).T.astype(np.float64)
+    x = pixels(features)
     mean = x.mean(0)
     _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
     basis = vt[:3].T
@@ -30,7 +32,7 @@ def pca_colors(features: np.ndarray, basis: tuple[np.ndarray, np.ndarray, np.nda
     """(H, W, 3) uint8: the first three principal components as RGB."""
     mean, directions, low, high = basis
     h, w = features.shape[-2:]
-    proj = (features.reshape(features.shape[-3], -1).T.astype(np.float64) - mean) @ directions
+    proj = (pixels(features) - mean) @ directions
     rgb = np.clip((proj - low) / np.maximum(high - low, 1e-12), 0, 1)
     return (rgb.reshape(h, w, 3) * 255).round().astype(np.uint8)
 

@@ -15,13 +15,7 @@ import sys
 
 import pytest
 
-from native_build import REPO, cxx_compiler
-
-
-def _runtime(compiler: str, name: str) -> str | None:
-    result = subprocess.run([compiler, f"-print-file-name={name}"], capture_output=True, text=True)
-    path = result.stdout.strip()
-    return path if result.returncode == 0 and os.path.isabs(path) and os.path.exists(path) else None
+from native_build import REPO, cxx_compiler, sanitizer_runtime
 
 
 @pytest.mark.slow
@@ -29,7 +23,7 @@ def test_kernel_tests_pass_under_asan_and_ubsan(tmp_path_factory: pytest.TempPat
     compiler = cxx_compiler()
     if shutil.which("cmake") is None or compiler is None:
         pytest.skip("cmake or a C++ compiler is missing: the sanitizer build is impossible here")
-    asan, ubsan = _runtime(compiler, "libasan.so"), _runtime(compiler, "libubsan.so")
+    asan, ubsan = sanitizer_runtime(compiler, "libasan.so"), sanitizer_runtime(compiler, "libubsan.so")
     if asan is None or ubsan is None:
         pytest.skip(f"{compiler} has no AddressSanitizer/UBSan runtime (libasan.so/libubsan.so)")
 

@@ -10,64 +10,29 @@ shows the compiler output.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
 import shutil
-import subprocess
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-
-
-def _nvcc() -> str | None:
-    for candidate in (os.environ.get("CUDACXX"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
-        if candidate and pathlib.Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def _tensorrt_headers() -> pathlib.Path | None:
-    """``kernel_lens/include/tensorrt`` located without importing the package (its __init__
-    imports torch and triton)."""
-    spec = importlib.util.find_spec("kernel_lens")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        headers = pathlib.Path(location) / "include" / "tensorrt"
-        if (headers / "NvInferRuntime.h").is_file():
-            return headers
-    return None
-
-
-def _run(cmd: list[str], what: str, timeout: float) -> subprocess.CompletedProcess:
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{what} timed out after {timeout:.0f} s: {' '.join(cmd)}\n{exc.stdout or ''}\n{exc.stderr or ''}")
-    if result.returncode != 0:
-        pytest.fail(
-            f"{what} failed (exit {result.returncode}): {' '.join(cmd)}\n"
-            f"--- stdout ---\n{result.stdout[-12000:]}\n--- stderr ---\n{result.stderr[-12000:]}"
-        )
-    return result
+from native_build import REPO, nvcc, run_checked, tensorrt_headers
 
 
 @pytest.fixture(scope="module")
 def cuda_build(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    nvcc = _nvcc()
-    if nvcc is None:
+    compiler = nvcc()
+    if compiler is None:
         pytest.skip("nvcc (CUDA toolkit) not found: the CUDA kernel and TensorRT plugin cannot be compiled here")
     if shutil.which("cmake") is None:
         pytest.skip("cmake not installed")
-    headers = _tensorrt_headers()
+    headers = tensorrt_headers()
     if headers is None:
         pytest.skip("TensorRT headers not found: pip install --no-deps kernel-lens==2.0.1 (see plugins/tensorrt/README.md)")
     build = tmp_path_factory.mktemp("cuda_build")
     configure = [
         "cmake", "-S", str(REPO), "-B", str(build),
-        f"-DCMAKE_CUDA_COMPILER={nvcc}",
+        f"-DCMAKE_CUDA_COMPILER={compiler}",
         "-DNAF_WITH_CUDA=ON",
         "-DNAF_BUILD_TENSORRT=ON",
         f"-DTensorRT_INCLUDE_DIR={headers}",
@@ -78,13 +43,13 @@ def cuda_build(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     ]
     if shutil.which("ninja"):
         configure += ["-G", "Ninja"]
-    _run(configure, "CMake configure", timeout=120)
+    run_checked(configure, "CMake configure", timeout=120)
     return build
 
 
 def test_cuda_kernel_and_tensorrt_plugin_compile(cuda_build: pathlib.Path) -> None:
     jobs = str(min(2, os.cpu_count() or 1))
-    result = _run(
+    result = run_checked(
         ["cmake", "--build", str(cuda_build), "--target", "naf_core_cuda", "naf_tensorrt_compile_check",
          "--parallel", jobs],
         "building the CUDA kernel and the TensorRT plugin",
@@ -100,9 +65,9 @@ def test_cuda_kernel_and_tensorrt_plugin_compile(cuda_build: pathlib.Path) -> No
 
 
 def test_tensorrt_plugin_host_check(cuda_build: pathlib.Path) -> None:
-    _run(["cmake", "--build", str(cuda_build), "--target", "naf_tensorrt_host_check"],
+    run_checked(["cmake", "--build", str(cuda_build), "--target", "naf_tensorrt_host_check"],
          "building naf_tensorrt_host_check", timeout=240)
     exe = next(cuda_build.rglob("naf_tensorrt_host_check"), None)
     assert exe is not None and exe.is_file(), "naf_tensorrt_host_check was not produced"
-    result = _run([str(exe)], "naf_tensorrt_host_check", timeout=60)
+    result = run_checked([str(exe)], "naf_tensorrt_host_check", timeout=60)
     assert result.stdout.strip().endswith("OK"), result.stdout + result.stderr

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from op_feeds import INPUTS, attention_node_model, feeds, reference, rel_l2
+from op_feeds import attention_node_model, feeds, reference, rel_l2
 from native_build import library
 
 ort = pytest.importorskip("onnxruntime")

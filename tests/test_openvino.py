@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from op_feeds import INPUTS, attention_node_model, feeds, reference, rel_l2
+from op_feeds import attention_node_model, feeds, reference, rel_l2
 from native_build import REPO, cxx_compiler, library
 
 ov = pytest.importorskip("openvino", reason="openvino is not installed (pip install openvino==2026.4.1)")

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from native_build import REPO, cxx_compiler, library
+from naf_export.metrics import parity
+from native_build import REPO, cxx_compiler, library, sanitizer_runtime, skip_unless_buildable
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -32,19 +33,6 @@ THREADS = 2
 
 
 # --- building ------------------------------------------------------------------------------------
-def _skip_unless_buildable() -> None:
-    if shutil.which("cmake") is None:
-        pytest.skip("cmake is not installed: the runtime cannot be built")
-    if cxx_compiler() is None:
-        pytest.skip("no C++ compiler is installed: the runtime cannot be built")
-    cache_root = pathlib.Path(os.environ.get("NAF_EXPORT_CACHE") or pathlib.Path.home() / ".cache/naf-export")
-    have_headers = bool(os.environ.get("ONNXRUNTIME_INCLUDE_DIR")) or any(
-        cache_root.glob("onnxruntime-headers-*/onnxruntime_c_api.h")
-    )
-    if not have_headers and shutil.which("npm") is None:
-        pytest.skip("no ONNX Runtime headers cached and npm is not installed to fetch them")
-
-
 def _build(build: pathlib.Path, targets: list[str], *options: str) -> None:
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
     configure = [
@@ -61,7 +49,7 @@ def _build(build: pathlib.Path, targets: list[str], *options: str) -> None:
 
 @pytest.fixture(scope="module")
 def build_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    _skip_unless_buildable()
+    skip_unless_buildable(needs_ort=True, what="the C++ runtime needs building, but")
     build = tmp_path_factory.mktemp("ort-runtime-build")
     # The plugin comes from the package (the one the Python runner uses), so it is not rebuilt.
     _build(build, ["naf-ort-run", "naf_ort_embed_example"], "-DCMAKE_BUILD_TYPE=Release",
@@ -109,7 +97,7 @@ def run_cli(binary: pathlib.Path, *args: object, env: dict[str, str] | None = No
 
 
 def rel_l2(out: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref.astype(np.float64)))
+    return parity(out, ref)["rel_l2"]
 
 
 def python_runner_output(model_path, plugin: str, batch: int, artifacts) -> np.ndarray:
@@ -310,20 +298,14 @@ def test_output_is_a_valid_npy_for_numpy(build_dir, artifacts, plugin, tmp_path)
 
 
 # --- AddressSanitizer ----------------------------------------------------------------------------
-def _sanitizer_runtime(compiler: str, name: str) -> str | None:
-    result = subprocess.run([compiler, f"-print-file-name={name}"], capture_output=True, text=True)
-    path = result.stdout.strip()
-    return path if result.returncode == 0 and os.path.isabs(path) and os.path.exists(path) else None
-
-
 @pytest.mark.slow
 def test_cli_and_npy_reader_under_asan(tmp_path_factory, model, artifacts, corrupt_dir, tmp_path) -> None:
     """The CLI (ASan + UBSan) with an ASan-built plugin inside the prebuilt, uninstrumented
     libonnxruntime: the executable links the sanitizer runtimes first, so nothing is preloaded.
     Leak checking stays on (it covers the runtime library's handle management)."""
-    _skip_unless_buildable()
+    skip_unless_buildable(needs_ort=True, what="the C++ runtime needs building, but")
     compiler = cxx_compiler()
-    if _sanitizer_runtime(compiler, "libasan.so") is None or _sanitizer_runtime(compiler, "libubsan.so") is None:
+    if sanitizer_runtime(compiler, "libasan.so") is None or sanitizer_runtime(compiler, "libubsan.so") is None:
         pytest.skip(f"{compiler} has no AddressSanitizer/UBSan runtime (libasan.so/libubsan.so)")
     build = tmp_path_factory.mktemp("ort-runtime-asan")
     _build(build, ["naf-ort-run", "naf_npy_fuzz", "naf_onnxruntime"], "-DCMAKE_BUILD_TYPE=RelWithDebInfo",

@@ -29,10 +29,9 @@ import pytest
 
 from naf_export.cli import main
 from naf_export.contract import ATTENTION_OP
-from naf_export.targets import TargetUnavailable
 from naf_export.targets import tensorrt as trt_target
+from native_build import REPO, cxx_compiler, library, nvcc, run_checked, tensorrt_headers
 
-REPO = Path(__file__).resolve().parent.parent
 SMALL = ["--image-size", "64", "64", "--feature-size", "9", "9", "--channels", "8", "--output-size", "18", "18"]
 
 
@@ -128,9 +127,6 @@ def test_errors_since_counts_past_the_kept_window() -> None:
 
 
 def test_int8_without_tensorrt_writes_the_qdq_model(tmp_path: Path, no_tensorrt, capsys) -> None:
-    pytest.importorskip("naf_export.quantize", reason="naf_export.quantize (INT8 QDQ) is not in this checkout")
-    from native_build import library
-
     library("naf_onnxruntime")  # calibration runs the fused model in ONNX Runtime
     out = tmp_path / "out"
     assert main(["--target", "tensorrt", "--int8", *SMALL, "--out", str(out)]) == 3
@@ -170,30 +166,26 @@ def test_install_rules_ship_the_same_plugin_sources(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def plugin_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from test_native_cuda_compile import _nvcc, _tensorrt_headers
 
-    if _nvcc() is None or shutil.which("cmake") is None:
+    if nvcc() is None or shutil.which("cmake") is None:
         pytest.skip("nvcc or cmake not found: plugin_src cannot be compiled here")
-    if _tensorrt_headers() is None:
+    if tensorrt_headers() is None:
         pytest.skip("TensorRT headers not found: pip install --no-deps kernel-lens==2.0.1")
     return trt_target.copy_plugin_sources(tmp_path_factory.mktemp("export") / "plugin_src")
 
 
 def _configure_plugin_src(src: Path, build: Path, *extra: str) -> None:
-    from test_native_cuda_compile import _nvcc, _run, _tensorrt_headers
 
-    cmd = ["cmake", "-S", str(src), "-B", str(build), f"-DCMAKE_CUDA_COMPILER={_nvcc()}",
-           f"-DTensorRT_INCLUDE_DIR={_tensorrt_headers()}", "-DNAF_CUDA_ARCHITECTURES=87", *extra]  # Jetson Orin
+    cmd = ["cmake", "-S", str(src), "-B", str(build), f"-DCMAKE_CUDA_COMPILER={nvcc()}",
+           f"-DTensorRT_INCLUDE_DIR={tensorrt_headers()}", "-DNAF_CUDA_ARCHITECTURES=87", *extra]  # Jetson Orin
     if shutil.which("ninja"):
         cmd += ["-G", "Ninja"]
-    _run(cmd, "configuring plugin_src", timeout=120)
+    run_checked(cmd, "configuring plugin_src", timeout=120)
 
 
 def _stub_nvinfer(directory: Path) -> Path:
     """A libnvinfer.so.10 defining the one symbol the plugin library needs from TensorRT, so the
     real shared library links (with --no-undefined) on a machine without TensorRT."""
-    from native_build import cxx_compiler
-
     if cxx_compiler() is None:
         pytest.skip("no C++ compiler")
     directory.mkdir(parents=True, exist_ok=True)
@@ -210,19 +202,18 @@ def test_plugin_src_builds_the_plugin_library(plugin_src: Path, tmp_path: Path) 
     """plugin_src as a Jetson user builds it: the real libnaf_tensorrt.so (against a stub
     libnvinfer), exporting exactly the entry points TensorRT's library loader
     (IPluginRegistry::loadLibrary, trtexec --dynamicPlugins) looks up."""
-    from test_native_cuda_compile import _run
 
     build = tmp_path / "plugin_build"
     stub = _stub_nvinfer(tmp_path / "stub")
     _configure_plugin_src(plugin_src, build, f"-DTensorRT_LIBRARY={stub}")
-    _run(["cmake", "--build", str(build), "--target", "naf_tensorrt", "naf_tensorrt_host_check", "--parallel", "2"],
+    run_checked(["cmake", "--build", str(build), "--target", "naf_tensorrt", "naf_tensorrt_host_check", "--parallel", "2"],
          "building plugin_src", timeout=300)
     text = "".join(p.read_text() for p in [*build.rglob("flags.make"), *build.glob("build.ninja")])
     assert "sm_87" in text
     library = build / "lib" / "libnaf_tensorrt.so"  # where OUT/plugin_src/README.md says it is
     assert library.is_file()
     # The host check drives the creator and plugin through the shared library.
-    result = _run([str(next(build.rglob("naf_tensorrt_host_check")))], "naf_tensorrt_host_check", timeout=60)
+    result = run_checked([str(next(build.rglob("naf_tensorrt_host_check")))], "naf_tensorrt_host_check", timeout=60)
     assert result.stdout.strip().endswith("OK"), result.stdout + result.stderr
 
     if shutil.which("readelf") is None:
@@ -237,12 +228,11 @@ def test_plugin_src_builds_the_plugin_library(plugin_src: Path, tmp_path: Path) 
 
 
 def test_plugin_src_compiles_with_static_registration(plugin_src: Path, tmp_path: Path) -> None:
-    from test_native_cuda_compile import _run
 
     build = tmp_path / "plugin_build_static"
     _configure_plugin_src(plugin_src, build, "-DNAF_TENSORRT_STATIC_REGISTRATION=ON",
                           "-DTensorRT_LIBRARY=TensorRT_LIBRARY-NOTFOUND")
-    _run(["cmake", "--build", str(build), "--target", "naf_tensorrt_compile_check", "--parallel", "2"],
+    run_checked(["cmake", "--build", str(build), "--target", "naf_tensorrt_compile_check", "--parallel", "2"],
          "building plugin_src with NAF_TENSORRT_STATIC_REGISTRATION=ON", timeout=300)
 
 
@@ -326,7 +316,6 @@ def test_engine_matches_pytorch(gpu_plugin: Path, gpu_case, precision: str) -> N
 
 
 def test_int8_engine_matches_pytorch(gpu_plugin: Path, gpu_case) -> None:
-    pytest.importorskip("naf_export.quantize", reason="naf_export.quantize (INT8 QDQ) is not in this checkout")
     from naf_export.calibration import load_calibration_set
     from naf_export.quantize import quantize_int8
     from naf_export.runners import tensorrt as rt

@@ -30,6 +30,15 @@ BACKENDS = ("pytorch", "pytorch-attention", "native-attention", "onnxruntime", "
             "onnxruntime-lean", "onnxruntime-fp16", "onnxruntime-int8", "openvino", "openvino-int8")
 
 
+def _bundled_calibration(ratio: int, args: argparse.Namespace) -> list:
+    """The bundled calibration set at this run's sizes (INT8 backends)."""
+    from ..calibration import load_calibration_set
+    from ..pipeline import ExportConfig
+
+    config = ExportConfig((args.image,) * 2, (args.features,) * 2, args.channels, (args.features * ratio,) * 2)
+    return load_calibration_set(None, config, progress=False)
+
+
 def _prepare_onnx(backend: str, ratio: int, args: argparse.Namespace, workdir: Path) -> list[str]:
     """Export the model and save the inputs in this (parent) process; return worker flags."""
     import numpy as np
@@ -51,13 +60,10 @@ def _prepare_onnx(backend: str, ratio: int, args: argparse.Namespace, workdir: P
 
         path = convert_fp16(path, path.with_name(path.stem + "_fp16.onnx"))
     elif backend.endswith("-int8"):
-        from ..calibration import load_calibration_set
-        from ..pipeline import ExportConfig
         from ..quantize import quantize_int8
 
-        config = ExportConfig((args.image,) * 2, (args.features,) * 2, args.channels, size)
-        calibration = load_calibration_set(None, config, progress=False)
-        path = quantize_int8(path, path.with_name(path.stem + "_int8.onnx"), calibration, progress=False)
+        path = quantize_int8(path, path.with_name(path.stem + "_int8.onnx"), _bundled_calibration(ratio, args),
+                             progress=False)
     image, feats = sample_batch((args.image,) * 2, (args.features,) * 2, args.channels)
     inputs = workdir / f"inputs_r{ratio}.npz"
     np.savez(inputs, image=image.numpy(), features=feats.numpy())
@@ -67,18 +73,12 @@ def _prepare_onnx(backend: str, ratio: int, args: argparse.Namespace, workdir: P
 def _prepare_openvino(backend: str, ratio: int, args: argparse.Namespace, workdir: Path) -> list[str]:
     """Export the fused ONNX model, convert it to OpenVINO IR (INT8: NNCF on the bundled
     calibration set) in this (parent) process; return worker flags."""
-    from ..pipeline import ExportConfig
     from ..targets.openvino import convert_ir
 
     flags = _prepare_onnx("onnxruntime", ratio, args, workdir)
     onnx_path = Path(flags[1])
     precision = "int8" if backend == "openvino-int8" else "fp32"
-    calibration = None
-    if precision == "int8":
-        from ..calibration import load_calibration_set
-
-        config = ExportConfig((args.image,) * 2, (args.features,) * 2, args.channels, (args.features * ratio,) * 2)
-        calibration = load_calibration_set(None, config, progress=False)
+    calibration = _bundled_calibration(ratio, args) if precision == "int8" else None
     xml = convert_ir(onnx_path, workdir / f"{onnx_path.stem}_{precision}.xml", precision=precision,
                      calibration=calibration, progress=False)
     return ["--model", str(xml), *flags[2:]]

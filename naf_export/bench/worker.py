@@ -111,14 +111,13 @@ def _onnxruntime_runner(args: argparse.Namespace) -> Callable[[], object]:
 
 def _openvino_runner(args: argparse.Namespace) -> Callable[[], object]:
     """An OpenVINO IR (--model, written by the parent) on CPU with the extension; inputs from
-    --inputs (.npz). fp32 pins float32 math; int8 keeps the CPU default (bf16 where supported)
-    for its float parts, as ``naf-export --target openvino --int8`` does."""
+    --inputs (.npz). The runner's "auto" precision hint, as ``naf-export --target openvino``:
+    float32 math for fp32, the CPU default (bf16 where supported) for INT8's float parts."""
     import numpy as np
 
     from naf_export.runners.openvino import OpenVinoRunner
 
-    hint = None if args.backend == "openvino-int8" else "f32"
-    runner = OpenVinoRunner(args.model, threads=args.threads, precision_hint=hint)
+    runner = OpenVinoRunner(args.model, threads=args.threads)
     data = np.load(args.inputs)
     image, feats = data["image"], data["features"]
     return lambda: runner(image, feats)

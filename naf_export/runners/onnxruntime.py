@@ -11,7 +11,12 @@ import onnx
 from ..contract import ATTENTION_DOMAIN, INPUT_NAMES, OUTPUT_NAME
 from ..config import config_from_shapes
 
-__all__ = ["OnnxRuntimeRunner", "needs_plugin"]
+__all__ = ["OnnxRuntimeRunner", "needs_plugin", "uses_naf_domain"]
+
+
+def uses_naf_domain(model: onnx.ModelProto) -> bool:
+    """Whether the model imports the ``naf`` domain (the fused attention node)."""
+    return any(op.domain == ATTENTION_DOMAIN for op in model.opset_import)
 
 
 def needs_plugin(model_path: str | os.PathLike[str]) -> bool:
@@ -22,7 +27,7 @@ def needs_plugin(model_path: str | os.PathLike[str]) -> bool:
         raise ValueError(
             f"model: ONNX Runtime cannot load {os.fspath(model_path)!r}: not a readable ONNX file ({exc})"
         ) from exc
-    return any(op.domain == ATTENTION_DOMAIN for op in model.opset_import)
+    return uses_naf_domain(model)
 
 
 class OnnxRuntimeRunner:

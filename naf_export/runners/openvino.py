@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import config_from_shapes
-from ..contract import ATTENTION_DOMAIN, ATTENTION_OP, INPUT_NAMES, OUTPUT_NAME
+from ..contract import ATTENTION_OP, INPUT_NAMES, OUTPUT_NAME
 
 __all__ = ["OpenVinoRunner", "add_extension", "check_extension", "extension_library", "is_quantized", "needs_extension"]
 

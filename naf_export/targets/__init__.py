@@ -66,16 +66,18 @@ class ExportRequest:
         self.out = Path(self.out)
 
 
-def write_onnx(request: ExportRequest, attention: str | None = None, name: str | None = None) -> Path:
-    """Write the float32 ONNX model of ``request`` into its output directory."""
-    attention = attention or request.attention
+def write_onnx(request: ExportRequest, report: Report) -> Path:
+    """Write the float32 ONNX model of ``request`` into its output directory and record it in
+    ``report`` as the ``onnx`` artifact."""
     config = request.config
     request.out.mkdir(parents=True, exist_ok=True)
-    return export_onnx(
-        request.model, request.out / (name or f"naf_{attention}.onnx"),
+    path = export_onnx(
+        request.model, request.out / f"naf_{request.attention}.onnx",
         image_size=config.image_size, feature_size=config.feature_size, channels=config.channels,
-        output_size=config.output_size, attention=attention, dynamic_batch=request.dynamic_batch,
+        output_size=config.output_size, attention=request.attention, dynamic_batch=request.dynamic_batch,
     )
+    report.artifacts["onnx"] = str(path)
+    return path
 
 
 def write_fp16_onnx(fp32_path: Path, report: Report) -> Path:

@@ -13,6 +13,6 @@ def export(request: ExportRequest) -> Report:
             "--target onnxruntime (its artifact is a standard ONNX file too)"
         )
     report = new_report(request, "onnx")
-    report.artifacts["onnx"] = str(write_onnx(request))
+    write_onnx(request, report)
     report.write(request.out)
     return report

@@ -10,9 +10,7 @@ def export(request: ExportRequest) -> Report:
     from ..runners.onnxruntime import OnnxRuntimeRunner
 
     report = new_report(request, "onnxruntime")
-    fp32_path = write_onnx(request)
-    report.artifacts["onnx"] = str(fp32_path)
-    path = fp32_path
+    path = fp32_path = write_onnx(request, report)
     if request.precision == "fp16":
         path = write_fp16_onnx(fp32_path, report)
     elif request.precision == "int8":

@@ -234,8 +234,7 @@ def _convert(onnx_path, xml_path, precision, plugin, calibration, progress) -> t
 
 def export(request: ExportRequest) -> Report:
     report = new_report(request, "openvino")
-    onnx_path = write_onnx(request)
-    report.artifacts["onnx"] = str(onnx_path)
+    onnx_path = write_onnx(request, report)
     _import_openvino()  # after the ONNX file, as TargetUnavailable promises
     from ..runners.openvino import OpenVinoRunner
 
@@ -258,11 +257,10 @@ def export(request: ExportRequest) -> Report:
                             f"({request.data or 'bundled calibration set'}); GroupNorm, RoPE and attention in float")
 
     cache_dir = request.out / "openvino_cache"
-    # fp32/fp16 pin float32 math (the CPU default is bf16 on AMX/AVX512-BF16 parts); int8 keeps the
-    # device default for its float parts, where bf16 is what makes INT8 pay off on such CPUs.
-    hint = None if request.precision == "int8" else "f32"
-    runner = OpenVinoRunner(xml_path, extension=request.plugin, threads=request.threads, cache_dir=cache_dir,
-                            precision_hint=hint)
+    # The runner's "auto" precision hint: float32 math for fp32/fp16 IRs (the CPU default is bf16
+    # on AMX/AVX512-BF16 parts); the device default for INT8 ones, where bf16 float parts are what
+    # makes INT8 pay off on such CPUs.
+    runner = OpenVinoRunner(xml_path, extension=request.plugin, threads=request.threads, cache_dir=cache_dir)
     report.artifacts["openvino_cache"] = str(cache_dir)
     report.notes.append(
         f"openvino {runner.compiled.get_property('INFERENCE_PRECISION_HINT').to_string()} inference: IR written in {convert_s:.1f} s, "

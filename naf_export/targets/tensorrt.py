@@ -109,9 +109,7 @@ def export(request: ExportRequest) -> Report:
     from ..runners import tensorrt as rt
 
     report = new_report(request, "tensorrt")
-    fp32_path = write_onnx(request)
-    report.artifacts["onnx"] = str(fp32_path)
-    onnx_path = fp32_path
+    onnx_path = fp32_path = write_onnx(request, report)
     if request.precision == "int8":
         # request.plugin names the TensorRT library here; calibration runs in ONNX Runtime with
         # the package's own custom-op library.
