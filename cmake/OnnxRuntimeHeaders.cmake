@@ -9,18 +9,9 @@
 #      version 29, inside its iOS framework); only one Headers folder is kept in the cache.
 # The C API is forward compatible, so these headers serve any newer runtime as well.
 include_guard(GLOBAL)
+include("${CMAKE_CURRENT_LIST_DIR}/OnnxRuntimeHeaderCache.cmake")
 
-set(NAF_ORT_NPM_PACKAGE "com.github.asus4.onnxruntime" CACHE STRING "npm package carrying ONNX Runtime headers")
-set(NAF_ORT_NPM_VERSION "0.4.9" CACHE STRING "Version of NAF_ORT_NPM_PACKAGE")
 set(ONNXRUNTIME_INCLUDE_DIR "" CACHE PATH "Directory containing onnxruntime_c_api.h (skips the download)")
-
-function(_naf_ort_headers_ok dir out)
-  if(dir AND EXISTS "${dir}/onnxruntime_c_api.h" AND EXISTS "${dir}/onnxruntime_cxx_api.h")
-    set(${out} TRUE PARENT_SCOPE)
-  else()
-    set(${out} FALSE PARENT_SCOPE)
-  endif()
-endfunction()
 
 function(_naf_fetch_ort_headers cache_dir)
   find_program(NAF_NPM_EXECUTABLE npm)
@@ -73,12 +64,7 @@ if(ONNXRUNTIME_INCLUDE_DIR AND NOT _naf_given_ok)
                       "onnxruntime_c_api.h and onnxruntime_cxx_api.h.")
 endif()
 if(NOT _naf_given_ok)
-  if(DEFINED ENV{NAF_EXPORT_CACHE} AND NOT "$ENV{NAF_EXPORT_CACHE}" STREQUAL "")
-    set(_naf_cache_root "$ENV{NAF_EXPORT_CACHE}")
-  else()
-    set(_naf_cache_root "$ENV{HOME}/.cache/naf-export")
-  endif()
-  set(_naf_ort_cache "${_naf_cache_root}/onnxruntime-headers-${NAF_ORT_NPM_VERSION}")
+  naf_ort_header_cache_dir(_naf_ort_cache)
   _naf_ort_headers_ok("${_naf_ort_cache}" _naf_cache_ok)
   if(NOT _naf_cache_ok)
     _naf_fetch_ort_headers("${_naf_ort_cache}")

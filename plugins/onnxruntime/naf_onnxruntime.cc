@@ -77,37 +77,11 @@ OrtStatusPtr read_shape(Ort::KernelContext& ctx, const Attributes& attrs, NafCsn
     }
     if (i == 0) *dtype = info.GetElementType();
   }
-  const auto& q = dims[0];
-  const auto& k = dims[1];
-  const auto& v = dims[2];
-  const auto& rows = dims[3];
-  const auto& cols = dims[4];
-  const auto mismatch = [](const char* what, const std::string& detail) { return make_error(std::string(what) + ": " + detail); };
-  if (k[0] != q[0] || v[0] != q[0]) {
-    return mismatch(k[0] != q[0] ? "key" : "value",
-                    "batch size " + std::to_string(k[0] != q[0] ? k[0] : v[0]) + " differs from the query's " +
-                        std::to_string(q[0]));
+  char message[256] = {0};
+  if (naf_csna_shape_from_dims(dims[0].data(), dims[1].data(), dims[2].data(), dims[3].data(), dims[4].data(),
+                               attrs.num_heads, shape, message, sizeof message) != 0) {
+    return make_error(message);
   }
-  if (k[1] != q[1]) {
-    return mismatch("key", "channel count " + std::to_string(k[1]) + " differs from the query's " + std::to_string(q[1]));
-  }
-  if (v[2] != k[2] || v[3] != k[3]) {
-    return mismatch("value", "spatial size " + shape_string({v[2], v[3]}) + " differs from the key's " +
-                                 shape_string({k[2], k[3]}));
-  }
-  if (rows[0] != q[2]) {
-    return mismatch("row_index", "has " + std::to_string(rows[0]) + " rows, expected H=" + std::to_string(q[2]) +
-                                     " (the query height)");
-  }
-  if (cols[0] != q[3]) {
-    return mismatch("col_index", "has " + std::to_string(cols[0]) + " rows, expected W=" + std::to_string(q[3]) +
-                                     " (the query width)");
-  }
-  if (cols[1] != rows[1]) {
-    return mismatch("col_index", "kernel size " + std::to_string(cols[1]) + " differs from row_index's " +
-                                     std::to_string(rows[1]));
-  }
-  *shape = NafCsnaShape{q[0], q[1], v[1], q[2], q[3], k[2], k[3], rows[1], attrs.num_heads};
   return nullptr;
 }
 
@@ -149,12 +123,10 @@ struct CpuKernel {
       void* out = nullptr;
       if (shape.batch == 0) return allocate_output(ctx, shape, &out);  // empty batch: empty output
       char message[512] = {0};
-      // Validate before allocating the output, so a bad node fails without side effects.
-      int rc = naf_csna_check_shape(&shape, message, sizeof message);
-      if (rc == 0) {
-        rc = naf_csna_check_indices(&shape, ctx.GetInput(3).GetTensorData<int32_t>(),
-                                    ctx.GetInput(4).GetTensorData<int32_t>(), message, sizeof message);
-      }
+      // Validate before allocating the output, so a bad node fails without side effects
+      // (naf_csna_check_indices checks the shape contract first).
+      int rc = naf_csna_check_indices(&shape, ctx.GetInput(3).GetTensorData<int32_t>(),
+                                      ctx.GetInput(4).GetTensorData<int32_t>(), message, sizeof message);
       if (rc != 0) return make_error(message);
       if (OrtStatusPtr st = allocate_output(ctx, shape, &out)) return st;
       ParallelForData runner{context, {}};

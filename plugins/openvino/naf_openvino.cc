@@ -177,41 +177,29 @@ bool CrossScaleNeighborhoodAttention::evaluate(ov::TensorVector& outputs, const 
     OPENVINO_ASSERT(inputs[i].get_element_type() == ov::element::i32, kOpName, ": ", kInputNames[i],
                     ": element type must be i32, got ", inputs[i].get_element_type());
   }
-  const auto& q = dims[0];
-  const auto& k = dims[1];
-  const auto& v = dims[2];
-  const auto& rows = dims[3];
-  const auto& cols = dims[4];
-  OPENVINO_ASSERT(k[0] == q[0], kOpName, ": key: batch ", k[0], " differs from the query's ", q[0]);
-  OPENVINO_ASSERT(v[0] == q[0], kOpName, ": value: batch ", v[0], " differs from the query's ", q[0]);
-  OPENVINO_ASSERT(k[1] == q[1], kOpName, ": key: channel count ", k[1], " differs from the query's ", q[1]);
-  OPENVINO_ASSERT(v[2] == k[2] && v[3] == k[3], kOpName, ": value: spatial size ", shape_string({v[2], v[3]}),
-                  " differs from the key's ", shape_string({k[2], k[3]}));
-  OPENVINO_ASSERT(rows[0] == q[2], kOpName, ": row_index: has ", rows[0], " rows, expected H=", q[2],
-                  " (the query height)");
-  OPENVINO_ASSERT(cols[0] == q[3], kOpName, ": col_index: has ", cols[0], " rows, expected W=", q[3],
-                  " (the query width)");
-  OPENVINO_ASSERT(cols[1] == rows[1], kOpName, ": col_index: kernel size ", cols[1], " differs from row_index's ",
-                  rows[1]);
+  std::array<std::vector<int64_t>, kNumInputs> dims64;
+  for (size_t i = 0; i < kNumInputs; ++i) dims64[i].assign(dims[i].begin(), dims[i].end());
+  char message[512] = {0};
+  NafCsnaShape shape{};
+  if (naf_csna_shape_from_dims(dims64[0].data(), dims64[1].data(), dims64[2].data(), dims64[3].data(),
+                               dims64[4].data(), num_heads_, &shape, message, sizeof message) != 0) {
+    OPENVINO_THROW(kOpName, ": ", message);
+  }
 
   auto& out = outputs[0];
-  const ov::Shape out_shape{q[0], v[1], q[2], q[3]};
-  if (q[0] == 0) {  // empty batch: empty output
+  const ov::Shape out_shape{dims[0][0], dims[2][1], dims[0][2], dims[0][3]};
+  if (shape.batch == 0) {  // empty batch: empty output
     out.set_shape(out_shape);
     return true;
   }
 
-  const auto i64 = [](size_t d) { return static_cast<int64_t>(d); };
-  const NafCsnaShape shape{i64(q[0]), i64(q[1]), i64(v[1]), i64(q[2]), i64(q[3]),
-                           i64(k[2]), i64(k[3]), i64(rows[1]), num_heads_};
   const NafDType dtype = type == ov::element::f16 ? NAF_DTYPE_FLOAT16 : NAF_DTYPE_FLOAT32;
   const auto* row_index = inputs[3].data<const int32_t>();
   const auto* col_index = inputs[4].data<const int32_t>();
-  char message[512] = {0};
   // Validate before touching the output, so a bad node fails without side effects (the core
-  // checks again itself; checking here keeps its message for the user).
-  int rc = naf_csna_check_shape(&shape, message, sizeof message);
-  if (rc == 0) rc = naf_csna_check_indices(&shape, row_index, col_index, message, sizeof message);
+  // checks again itself; checking here keeps its message for the user). naf_csna_check_indices
+  // checks the shape contract first.
+  int rc = naf_csna_check_indices(&shape, row_index, col_index, message, sizeof message);
   if (rc != 0) OPENVINO_THROW(kOpName, ": ", message);
 
   out.set_shape(out_shape);  // allocates when the plugin left the output unallocated (dynamic shapes)

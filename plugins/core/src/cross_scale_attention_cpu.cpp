@@ -468,6 +468,46 @@ extern "C" {
 
 NAF_CORE_API int naf_csna_abi_version(void) { return NAF_CSNA_ABI_VERSION; }
 
+NAF_CORE_API int naf_csna_shape_from_dims(const int64_t* q, const int64_t* k, const int64_t* v,
+                                          const int64_t* rows, const int64_t* cols, int64_t num_heads,
+                                          NafCsnaShape* shape, char* message, size_t message_size) {
+  using naf_cpu::report;
+  constexpr int kShape = NAF_CSNA_ERROR_SHAPE;
+  if (q == nullptr || k == nullptr || v == nullptr || rows == nullptr || cols == nullptr || shape == nullptr) {
+    return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT, "dims: null pointer");
+  }
+  using ll = long long;
+  if (k[0] != q[0]) {
+    return report(message, message_size, kShape, "key: batch size %lld differs from the query's %lld", ll(k[0]), ll(q[0]));
+  }
+  if (v[0] != q[0]) {
+    return report(message, message_size, kShape, "value: batch size %lld differs from the query's %lld", ll(v[0]),
+                  ll(q[0]));
+  }
+  if (k[1] != q[1]) {
+    return report(message, message_size, kShape, "key: channel count %lld differs from the query's %lld", ll(k[1]),
+                  ll(q[1]));
+  }
+  if (v[2] != k[2] || v[3] != k[3]) {
+    return report(message, message_size, kShape, "value: spatial size [%lld, %lld] differs from the key's [%lld, %lld]",
+                  ll(v[2]), ll(v[3]), ll(k[2]), ll(k[3]));
+  }
+  if (rows[0] != q[2]) {
+    return report(message, message_size, kShape, "row_index: has %lld rows, expected H=%lld (the query height)",
+                  ll(rows[0]), ll(q[2]));
+  }
+  if (cols[0] != q[3]) {
+    return report(message, message_size, kShape, "col_index: has %lld rows, expected W=%lld (the query width)",
+                  ll(cols[0]), ll(q[3]));
+  }
+  if (cols[1] != rows[1]) {
+    return report(message, message_size, kShape, "col_index: kernel size %lld differs from row_index's %lld",
+                  ll(cols[1]), ll(rows[1]));
+  }
+  *shape = NafCsnaShape{q[0], q[1], v[1], q[2], q[3], k[2], k[3], rows[1], num_heads};
+  return 0;
+}
+
 NAF_CORE_API int naf_csna_check_shape(const NafCsnaShape* shape, char* message, size_t message_size) {
   using naf_cpu::report;
   if (shape == nullptr) return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT, "shape: null pointer");

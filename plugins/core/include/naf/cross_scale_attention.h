@@ -55,6 +55,16 @@ NAF_CORE_API int naf_csna_abi_version(void);
 // bytes, may be NULL) and returns a non-zero code.
 NAF_CORE_API int naf_csna_check_shape(const NafCsnaShape* shape, char* message, size_t message_size);
 
+// Builds the shape struct from the five inputs' dimensions -- query (B, Dq, H, W), key (B, Dq, h, w),
+// value (B, C, h, w), row_index (H, K), col_index (W, K), arrays of 4, 4, 4, 2 and 2 entries --
+// after checking that they agree with each other (the checks every runtime adapter needs before
+// calling the core; naf_csna_check_shape then checks the contract itself). Same return
+// convention as naf_csna_check_shape; `shape` is written only on success.
+NAF_CORE_API int naf_csna_shape_from_dims(const int64_t* query, const int64_t* key, const int64_t* value,
+                                          const int64_t* row_index, const int64_t* col_index,
+                                          int64_t num_heads, NafCsnaShape* shape, char* message,
+                                          size_t message_size);
+
 // Checks every entry of the host-resident index tables lies in range ([0, h) for rows, [0, w)
 // for columns). Same return convention as naf_csna_check_shape.
 NAF_CORE_API int naf_csna_check_indices(const NafCsnaShape* shape, const int32_t* row_index,
