@@ -5,5 +5,7 @@ OPSET = 17
 ATTENTION_DOMAIN = "naf"
 ATTENTION_OP = "CrossScaleNeighborhoodAttention"
 ATTENTION_VERSION = 1
+#: Fused GroupNorm -> SiLU -> reflect pad, same domain; implemented by the ONNX Runtime plugin (CPU).
+GROUP_NORM_SILU_OP = "GroupNormSiLU"
 INPUT_NAMES = ("image", "features")
 OUTPUT_NAME = "upsampled"

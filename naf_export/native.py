@@ -1,6 +1,7 @@
 """Locating and calling the native libraries built from ``plugins/``.
 
-``libnaf_core.so`` exposes the C ABI of ``plugins/core/include/naf/cross_scale_attention.h``;
+``libnaf_core.so`` exposes the C ABI of ``plugins/core/include/naf/cross_scale_attention.h`` and
+``naf/group_norm_silu.h``;
 ``libnaf_onnxruntime.so`` is the ONNX Runtime custom-op library and ``libnaf_openvino.so`` the
 OpenVINO extension (with ``naf_openvino.json``, the OpenVINO version it was built against).
 ``pip install .`` puts them in ``naf_export/lib``; a developer build (``cmake -S . -B build && cmake --build build``) is found too.
@@ -22,6 +23,7 @@ __all__ = [
     "LIB_DIR_ENV",
     "cross_scale_attention_cpu",
     "find_library",
+    "group_norm_silu_cpu",
     "openvino_build_info",
     "openvino_library_path",
     "ort_library_path",
@@ -154,6 +156,13 @@ def _core(path: str) -> ctypes.CDLL:
         ctypes.c_char_p,
         ctypes.c_size_t,
     ]
+    lib.naf_gn_silu_check_shape.restype = ctypes.c_int
+    lib.naf_gn_silu_check_shape.argtypes = [ctypes.POINTER(_GnShape), ctypes.c_char_p, ctypes.c_size_t]
+    lib.naf_gn_silu_forward_cpu.restype = ctypes.c_int
+    lib.naf_gn_silu_forward_cpu.argtypes = [
+        ctypes.POINTER(_GnShape), ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float,
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t,
+    ]
     return lib
 
 
@@ -232,6 +241,39 @@ def cross_scale_attention_cpu(
         message,
         len(message),
     )
+    if rc != 0:
+        raise ValueError(message.value.decode(errors="replace"))
+    return out
+
+
+class _GnShape(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int64) for name in ("batch", "channels", "height", "width", "num_groups", "pad")]
+
+
+def group_norm_silu_cpu(x: object, gamma: object, beta: object, num_groups: int, epsilon: float = 1e-5,
+                        pad: int = 0) -> np.ndarray:
+    """The fused GroupNorm -> SiLU -> reflect pad kernel of ``libnaf_core`` (naf/group_norm_silu.h),
+    on the calling thread. ``x`` (N, C, H, W), ``gamma`` and ``beta`` (C,), one dtype (float32 or
+    float16). Returns (N, C, H + 2 pad, W + 2 pad). The kernel checks sizes, groups and padding
+    and raises ValueError with its message."""
+    x, gamma, beta = (np.ascontiguousarray(_as_array(t)) for t in (x, gamma, beta))
+    if x.dtype not in _DTYPES:
+        raise ValueError(f"x: dtype {x.dtype} is not supported (float32 or float16)")
+    if x.ndim != 4:
+        raise ValueError(f"x: expected a 4-D (N, C, H, W) array, got shape {x.shape}")
+    for name, t in (("gamma", gamma), ("beta", beta)):
+        if t.dtype != x.dtype or t.shape != (x.shape[1],):
+            raise ValueError(f"{name}: expected a ({x.shape[1]},) {x.dtype} array, got {t.shape} {t.dtype}")
+    n, c, h, w = x.shape
+    shape = _GnShape(n, c, h, w, int(num_groups), int(pad))
+    message = ctypes.create_string_buffer(512)
+    lib = _core(str(find_library("naf_core")))
+    if lib.naf_gn_silu_check_shape(ctypes.byref(shape), message, len(message)) != 0:  # before allocating
+        raise ValueError(message.value.decode(errors="replace"))
+    out = np.empty((n, c, h + 2 * pad, w + 2 * pad), dtype=x.dtype)
+    rc = lib.naf_gn_silu_forward_cpu(ctypes.byref(shape), _DTYPES[x.dtype], x.ctypes.data, gamma.ctypes.data,
+                                     beta.ctypes.data, float(epsilon), out.ctypes.data, None, None, 1, message,
+                                     len(message))
     if rc != 0:
         raise ValueError(message.value.decode(errors="replace"))
     return out

@@ -11,6 +11,11 @@ either
   cells when the ratio divides the output size, otherwise a gather formulation (row windows by
   ``Gather``, column windows by exact one-hot matrix products).
 
+The image encoder's ``GroupNorm -> SiLU -> reflect Pad`` steps before each block convolution are
+standard operators (``group_norm="onnx"``) or, for ONNX Runtime with the plugin,
+``group_norm="fused"``: one ``naf::GroupNormSiLU`` node each (statistics in float64, one read for
+the statistics and one read and write for the rest, where the standard form takes ~8 passes).
+
 Inputs are named ``image`` (B, 3, Hi, Wi) and ``features`` (B, C, h, w); the output ``upsampled``
 (B, C, H, W).
 """
@@ -31,42 +36,45 @@ from onnx import TensorProto, helper, numpy_helper
 from .attention import neighborhood_index
 from .model import NAF, _size_pair
 
-__all__ = ["ATTENTION_DOMAIN", "ATTENTION_OP", "OPSET", "export_onnx", "register_attention_schema"]
+__all__ = ["ATTENTION_DOMAIN", "ATTENTION_OP", "GROUP_NORM_FLAVOURS", "OPSET", "export_onnx", "register_naf_schemas"]
 
-from .contract import ATTENTION_DOMAIN, ATTENTION_OP, INPUT_NAMES, OPSET, OUTPUT_NAME
+from .contract import ATTENTION_DOMAIN, ATTENTION_OP, GROUP_NORM_SILU_OP, INPUT_NAMES, OPSET, OUTPUT_NAME
 
 #: Node-name scopes ("scope/op_n") of the parts quantization keeps in float by default.
 GROUP_NORM_SCOPE = "group_norm"
 ATTENTION_SCOPE = "attention"
+#: ``group_norm`` values: standard operators, or the plugin's fused node.
+GROUP_NORM_FLAVOURS = ("onnx", "fused")
 
 
-def register_attention_schema() -> None:
-    """Make onnx's checker and shape inference aware of ``naf::CrossScaleNeighborhoodAttention``."""
-    try:
-        onnx.defs.get_schema(ATTENTION_OP, 1, ATTENTION_DOMAIN)
-        return
-    except onnx.defs.SchemaError:
-        pass
-    schema = onnx.defs.OpSchema(
-        ATTENTION_OP,
-        ATTENTION_DOMAIN,
-        1,
-        doc="Cross-scale neighborhood attention (naf-export, DESIGN.md section 2).",
-        inputs=[
-            onnx.defs.OpSchema.FormalParameter("query", "T"),
-            onnx.defs.OpSchema.FormalParameter("key", "T"),
-            onnx.defs.OpSchema.FormalParameter("value", "T"),
-            onnx.defs.OpSchema.FormalParameter("row_index", "tensor(int32)"),
-            onnx.defs.OpSchema.FormalParameter("col_index", "tensor(int32)"),
-        ],
-        outputs=[onnx.defs.OpSchema.FormalParameter("output", "T")],
-        type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "storage type")],
-        attributes=[
-            onnx.defs.OpSchema.Attribute("num_heads", onnx.defs.OpSchema.AttrType.INT, "heads"),
-            onnx.defs.OpSchema.Attribute("scale", onnx.defs.OpSchema.AttrType.FLOAT, "logit scale"),
-        ],
-    )
-    onnx.defs.register_schema(schema)
+def register_naf_schemas() -> None:
+    """Make onnx's checker and shape inference aware of the ``naf`` domain's operators."""
+    P, A = onnx.defs.OpSchema.FormalParameter, onnx.defs.OpSchema.Attribute
+    floats = [("T", ["tensor(float)", "tensor(float16)"], "storage type")]
+    schemas = [
+        onnx.defs.OpSchema(
+            ATTENTION_OP, ATTENTION_DOMAIN, 1,
+            doc="Cross-scale neighborhood attention (naf-export, DESIGN.md section 2).",
+            inputs=[P("query", "T"), P("key", "T"), P("value", "T"), P("row_index", "tensor(int32)"),
+                    P("col_index", "tensor(int32)")],
+            outputs=[P("output", "T")], type_constraints=floats,
+            attributes=[A("num_heads", onnx.defs.OpSchema.AttrType.INT, "heads"),
+                        A("scale", onnx.defs.OpSchema.AttrType.FLOAT, "logit scale")],
+        ),
+        onnx.defs.OpSchema(
+            GROUP_NORM_SILU_OP, ATTENTION_DOMAIN, 1,
+            doc="GroupNorm, SiLU, then reflect padding of each spatial side (naf-export ONNX Runtime plugin).",
+            inputs=[P("X", "T"), P("gamma", "T"), P("beta", "T")], outputs=[P("Y", "T")], type_constraints=floats,
+            attributes=[A("num_groups", onnx.defs.OpSchema.AttrType.INT, "groups"),
+                        A("epsilon", helper.make_attribute("epsilon", 1e-5), "variance epsilon"),
+                        A("pad", helper.make_attribute("pad", 0), "reflect padding per spatial side")],
+        ),
+    ]
+    for schema in schemas:
+        try:
+            onnx.defs.get_schema(schema.name, 1, ATTENTION_DOMAIN)
+        except onnx.defs.SchemaError:
+            onnx.defs.register_schema(schema)
 
 
 def _linear_resize_matrix(in_size: int, out_size: int, mode: str) -> np.ndarray:
@@ -142,9 +150,10 @@ def _resize_axes(g: _Graph, x: str, in_hw: tuple[int, int], out_hw: tuple[int, i
     return x
 
 
-def _conv(g: _Graph, x: str, conv: torch.nn.Conv2d) -> str:
+def _conv(g: _Graph, x: str, conv: torch.nn.Conv2d, padded: bool = False) -> str:
+    """``conv`` with the release's reflect padding, unless ``x`` is ``padded`` already."""
     k = conv.kernel_size[0]
-    if k > 1:  # reflect padding, as the release's padding_mode="reflect"
+    if k > 1 and not padded:
         p = k // 2
         x = g.op("Pad", [x, g.ints([0, 0, p, p, 0, 0, p, p])], mode="reflect")
     return g.op("Conv", [x, g.const(conv.weight, "conv_w"), g.const(conv.bias, "conv_b")], kernel_shape=[k, k])
@@ -179,11 +188,23 @@ def _silu(g: _Graph, x: str) -> str:
     return g.op("Mul", [x, g.op("Sigmoid", [x])])
 
 
-def _encoder_branch(g: _Graph, x: str, branch: torch.nn.Sequential, hw: tuple[int, int]) -> str:
+def _norm_silu_conv(g: _Graph, x: str, norm: torch.nn.GroupNorm, conv: torch.nn.Conv2d, hw: tuple[int, int],
+                    group_norm: str) -> str:
+    """conv(silu(norm(x))), the conv's reflect padding included."""
+    if group_norm == "onnx":
+        return _conv(g, _silu(g, _group_norm(g, x, norm, hw)), conv)
+    with g.scope(GROUP_NORM_SCOPE):
+        x = g.op(GROUP_NORM_SILU_OP, [x, g.const(norm.weight, "gn_gamma"), g.const(norm.bias, "gn_beta")],
+                 hint="group_norm_silu", domain=ATTENTION_DOMAIN, num_groups=norm.num_groups,
+                 epsilon=float(norm.eps), pad=conv.kernel_size[0] // 2)
+    return _conv(g, x, conv, padded=True)
+
+
+def _encoder_branch(g: _Graph, x: str, branch: torch.nn.Sequential, hw: tuple[int, int], group_norm: str) -> str:
     x = _conv(g, x, branch[0])
     for block in branch[1:]:
-        x = _conv(g, _silu(g, _group_norm(g, x, block.norm1, hw)), block.conv1)
-        x = _conv(g, _silu(g, _group_norm(g, x, block.norm2, hw)), block.conv2)
+        x = _norm_silu_conv(g, x, block.norm1, block.conv1, hw, group_norm)
+        x = _norm_silu_conv(g, x, block.norm2, block.conv2, hw, group_norm)
     return x
 
 
@@ -290,10 +311,13 @@ def build_onnx(
     output_size: int | Sequence[int],
     attention: str = "fused",
     dynamic_batch: bool = False,
+    group_norm: str = "onnx",
 ) -> onnx.ModelProto:
     """Build the ONNX model in memory (see :func:`export_onnx`)."""
     if attention not in ("fused", "portable"):
         raise ValueError(f"attention: expected 'fused' or 'portable', got {attention!r}")
+    if group_norm not in GROUP_NORM_FLAVOURS:
+        raise ValueError(f"group_norm: expected one of {GROUP_NORM_FLAVOURS}, got {group_norm!r}")
     image_hw = _size_pair("image_size", image_size)
     in_hw = _size_pair("feature_size", feature_size)
     out_hw = _size_pair("output_size", output_size)
@@ -306,7 +330,8 @@ def build_onnx(
     enc_hw = (min(ih, 4 * oh, 4 * ow), min(iw, 4 * ow, 4 * oh)) if ih > 4 * oh or iw > 4 * ow else image_hw
     x = _resize_axes(g, INPUT_NAMES[0], image_hw, enc_hw, "bilinear")
     encoder = model.image_encoder
-    x = g.op("Concat", [_encoder_branch(g, x, encoder.encoder, enc_hw), _encoder_branch(g, x, encoder.sem_encoder, enc_hw)], axis=1)
+    branches = [_encoder_branch(g, x, b, enc_hw, group_norm) for b in (encoder.encoder, encoder.sem_encoder)]
+    x = g.op("Concat", branches, axis=1)
     x = _resize_axes(g, x, enc_hw, out_hw, "pool")
     queries = _rope(g, x, model, out_hw)
     keys = _resize_axes(g, queries, out_hw, in_hw, "pool")
@@ -328,12 +353,13 @@ def build_onnx(
     outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [batch, channels, *out_hw])]
     graph = helper.make_graph(g.nodes, "naf", inputs, outputs, g.initializers)
     opsets = [helper.make_opsetid("", OPSET)]
-    if attention == "fused":
+    if attention == "fused" or group_norm == "fused":
         opsets.append(helper.make_opsetid(ATTENTION_DOMAIN, 1))
     onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="naf-export")
     onnx_model.ir_version = 8  # readable by every runtime this project targets
     meta = {
         "naf_export.attention": attention,
+        "naf_export.group_norm": group_norm,
         "naf_export.image_size": f"{image_hw[0]}x{image_hw[1]}",
         "naf_export.feature_size": f"{in_hw[0]}x{in_hw[1]}",
         "naf_export.output_size": f"{out_hw[0]}x{out_hw[1]}",
@@ -353,18 +379,20 @@ def export_onnx(
     output_size: int | Sequence[int],
     attention: str = "fused",
     dynamic_batch: bool = False,
+    group_norm: str = "onnx",
 ) -> Path:
     """Write ``model`` as ONNX for fixed image, feature and output sizes; return the path.
 
     ``attention="fused"`` needs the naf-export plugin at run time; ``"portable"`` runs anywhere.
-    With ``dynamic_batch`` the batch dimension is symbolic (``batch``).
+    With ``dynamic_batch`` the batch dimension is symbolic (``batch``). ``group_norm="fused"`` emits
+    ``naf::GroupNormSiLU`` nodes, which only the ONNX Runtime plugin implements (CPU).
     The file passes ``onnx.checker`` and shape inference.
     """
     onnx_model = build_onnx(
         model, image_size=image_size, feature_size=feature_size, channels=channels,
-        output_size=output_size, attention=attention, dynamic_batch=dynamic_batch,
+        output_size=output_size, attention=attention, dynamic_batch=dynamic_batch, group_norm=group_norm,
     )
-    register_attention_schema()
+    register_naf_schemas()
     onnx.checker.check_model(onnx_model, full_check=True)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

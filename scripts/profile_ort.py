@@ -3,7 +3,7 @@ own profiler.
 
     python scripts/profile_ort.py --ratio 16
 
-Exports the fused model (seeded stand-in weights), runs it ``--runs`` times after one warm-up
+Exports the fused model as ``--target onnxruntime`` writes it (seeded stand-in weights), runs it ``--runs`` times after one warm-up
 with profiling on, and prints a Markdown table of the median time per run for each operator type
 (the attention node, Conv, the layout reorders ORT inserts, the GroupNorm/SiLU elementwise ops, ...).
 """
@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratio", type=int, default=16, help="output = 28 * ratio (features 28x28, C=384)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--group-norm", choices=("fused", "onnx"), default="fused",
+                        help="fused: naf::GroupNormSiLU nodes, as --target onnxruntime writes; onnx: standard ops")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.ratio < 1:
         parser.error("--runs and --ratio: expected positive integers")
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         size = str(28 * args.ratio)
         subprocess.run([sys.executable, "-m", "naf_export.cli", "--target", "onnx", "--output-size", size, size,
-                        "--out", tmp], check=True, capture_output=True)
+                        "--group-norm", args.group_norm, "--out", tmp], check=True, capture_output=True)
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
         options.enable_mem_pattern = False  # as naf-export's runner

@@ -13,6 +13,6 @@ def export(request: ExportRequest) -> Report:
             "--target onnxruntime (its artifact is a standard ONNX file too)"
         )
     report = new_report(request, "onnx")
-    write_onnx(request, report)
+    write_onnx(request, report, "onnx")
     report.write(request.out)
     return report

@@ -10,7 +10,7 @@ def export(request: ExportRequest) -> Report:
     from ..runners.onnxruntime import OnnxRuntimeRunner
 
     report = new_report(request, "onnxruntime")
-    path = fp32_path = write_onnx(request, report)
+    path = fp32_path = write_onnx(request, report, "onnxruntime")
     if request.precision == "fp16":
         path = write_fp16_onnx(fp32_path, report)
     elif request.precision == "int8":

@@ -234,7 +234,7 @@ def _convert(onnx_path, xml_path, precision, plugin, calibration, progress) -> t
 
 def export(request: ExportRequest) -> Report:
     report = new_report(request, "openvino")
-    onnx_path = write_onnx(request, report)
+    onnx_path = write_onnx(request, report, "openvino")
     _import_openvino()  # after the ONNX file, as TargetUnavailable promises
     from ..runners.openvino import OpenVinoRunner
 

@@ -109,7 +109,7 @@ def export(request: ExportRequest) -> Report:
     from ..runners import tensorrt as rt
 
     report = new_report(request, "tensorrt")
-    onnx_path = fp32_path = write_onnx(request, report)
+    onnx_path = fp32_path = write_onnx(request, report, "tensorrt")
     if request.precision == "int8":
         # request.plugin names the TensorRT library here; calibration runs in ONNX Runtime with
         # the package's own custom-op library.

@@ -1,7 +1,9 @@
-// ONNX Runtime custom-op library: domain "naf", op "CrossScaleNeighborhoodAttention", opset 1
-// (contract: DESIGN.md section 2). A thin adapter: it reads tensors and attributes, checks what
-// only it can see (ranks, shape agreement between inputs), and calls the backend-free core.
-// Every failure becomes an ORT error status whose message names the problem.
+// ONNX Runtime custom-op library, domain "naf", opset 1: "CrossScaleNeighborhoodAttention"
+// (contract: DESIGN.md section 2; CPU and, when built with CUDA, CUDA kernels) and
+// "GroupNormSiLU" (GroupNorm -> SiLU -> reflect pad fused, CPU; see naf/group_norm_silu.h).
+// Thin adapters: they read tensors and attributes, check what only they can see (ranks, shape
+// agreement between inputs), and call the backend-free core. Every failure becomes an ORT error
+// status whose message names the operator and the problem.
 #define ORT_API_MANUAL_INIT
 #include <onnxruntime_cxx_api.h>
 #undef ORT_API_MANUAL_INIT
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "naf/cross_scale_attention.h"
+#include "naf/group_norm_silu.h"
 #ifdef NAF_ORT_WITH_CUDA
 #include "naf/cross_scale_attention_cuda.h"
 #endif
@@ -23,6 +26,7 @@ namespace {
 
 constexpr const char* kDomain = "naf";
 constexpr const char* kOpName = "CrossScaleNeighborhoodAttention";
+constexpr const char* kGnOpName = "GroupNormSiLU";
 // Oldest C API with everything used here (KernelContext_ParallelFor, CreateKernelV2/ComputeV2,
 // InferOutputShapeFn): ONNX Runtime 1.17. Newer runtimes serve older API versions unchanged.
 constexpr uint32_t kOrtApiVersion = 17;
@@ -31,8 +35,9 @@ const char* const kInputNames[kNumInputs] = {"query", "key", "value", "row_index
 
 const OrtApi* g_api = nullptr;
 
-OrtStatusPtr make_error(const std::string& message, OrtErrorCode code = ORT_INVALID_ARGUMENT) {
-  return g_api->CreateStatus(code, (std::string(kOpName) + ": " + message).c_str());
+OrtStatusPtr make_error(const std::string& message, OrtErrorCode code = ORT_INVALID_ARGUMENT,
+                        const char* op = kOpName) {
+  return g_api->CreateStatus(code, (std::string(op) + ": " + message).c_str());
 }
 
 std::string shape_string(const std::vector<int64_t>& shape) {
@@ -150,6 +155,80 @@ struct CpuKernel {
 };
 
 // ---------------------------------------------------------------------------------------------
+// GroupNormSiLU, CPU: inputs X (N, C, H, W), gamma (C), beta (C); output (N, C, H+2p, W+2p).
+
+struct GnAttributes {
+  int64_t num_groups = 0;
+  float epsilon = 1e-5f;
+  int64_t pad = 0;
+};
+
+// num_groups (int, required), epsilon (float, default 1e-5), pad (int, default 0).
+OrtStatusPtr read_gn_attributes(const OrtKernelInfo* info, GnAttributes* out) {
+  if (OrtStatus* st = g_api->KernelInfoGetAttribute_int64(info, "num_groups", &out->num_groups)) {
+    g_api->ReleaseStatus(st);
+    return make_error("attribute 'num_groups' (int) is required and missing or not an int", ORT_INVALID_ARGUMENT,
+                      kGnOpName);
+  }
+  if (OrtStatus* st = g_api->KernelInfoGetAttribute_float(info, "epsilon", &out->epsilon)) {
+    g_api->ReleaseStatus(st);
+    out->epsilon = 1e-5f;
+  }
+  if (OrtStatus* st = g_api->KernelInfoGetAttribute_int64(info, "pad", &out->pad)) {
+    g_api->ReleaseStatus(st);
+    out->pad = 0;
+  }
+  return nullptr;
+}
+
+struct GnCpuKernel {
+  GnAttributes attrs;
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    const auto error = [](const std::string& message, OrtErrorCode code = ORT_INVALID_ARGUMENT) {
+      return make_error(message, code, kGnOpName);
+    };
+    try {
+      Ort::KernelContext ctx(context);
+      auto x_info = ctx.GetInput(0).GetTensorTypeAndShapeInfo();
+      const std::vector<int64_t> x = x_info.GetShape();
+      if (x.size() != 4) return error("X: expected rank 4 (N, C, H, W), got shape " + shape_string(x));
+      const char* names[] = {"gamma", "beta"};
+      for (size_t i = 1; i <= 2; ++i) {
+        const std::vector<int64_t> dims = ctx.GetInput(i).GetTensorTypeAndShapeInfo().GetShape();
+        if (dims.size() != 1 || dims[0] != x[1]) {
+          return error(std::string(names[i - 1]) + ": expected shape [C] = [" + std::to_string(x[1]) +
+                       "] (one value per channel of X), got " + shape_string(dims));
+        }
+      }
+      const NafGnShape shape{x[0], x[1], x[2], x[3], attrs.num_groups, attrs.pad};
+      char message[512] = {0};
+      if (naf_gn_silu_check_shape(&shape, message, sizeof message) != 0) return error(message);
+      const std::vector<int64_t> out_shape{x[0], x[1], x[2] + 2 * attrs.pad, x[3] + 2 * attrs.pad};
+      void* out = ctx.GetOutput(0, out_shape).GetTensorMutableRawData();
+      if (shape.batch == 0) return nullptr;
+      const NafDType dtype =
+          x_info.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 ? NAF_DTYPE_FLOAT16 : NAF_DTYPE_FLOAT32;
+      ParallelForData runner{context, {}};
+      const int tasks = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+      const int rc = naf_gn_silu_forward_cpu(&shape, dtype, ctx.GetInput(0).GetTensorRawData(),
+                                             ctx.GetInput(1).GetTensorRawData(), ctx.GetInput(2).GetTensorRawData(),
+                                             attrs.epsilon, out, ort_parallel_for, &runner, tasks, message,
+                                             sizeof message);
+      if (rc != 0) {
+        return error(runner.error.empty() ? message : std::string(message) + ": " + runner.error,
+                     rc == NAF_CSNA_ERROR_RESOURCE ? ORT_RUNTIME_EXCEPTION : ORT_INVALID_ARGUMENT);
+      }
+      return nullptr;
+    } catch (const Ort::Exception& e) {
+      return error(e.what(), e.GetOrtErrorCode());
+    } catch (const std::exception& e) {
+      return error(e.what(), ORT_RUNTIME_EXCEPTION);
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
 // CUDA kernel (CUDA execution provider): same checks, then the core's CUDA entry point on ORT's
 // compute stream. Index tables stay on the device; the kernel range-checks them and raises a
 // device flag, read back after the launch (this synchronises the stream once per call).
@@ -256,6 +335,28 @@ struct CrossScaleOp : Ort::CustomOpBase<CrossScaleOp<Kernel>, Kernel, /*WithStat
   ONNXTensorElementDataType type_;
 };
 
+// One op per element type. No shape inference function: ORT builds one schema per op name from
+// the first op registered, and a static inference function would give float16 nodes a float32
+// output type; without one, ORT propagates the input type and learns shapes at run time.
+template <ONNXTensorElementDataType kType>
+struct GroupNormSiLUOp : Ort::CustomOpBase<GroupNormSiLUOp<kType>, GnCpuKernel, /*WithStatus=*/true> {
+  GroupNormSiLUOp() { this->version = kOrtApiVersion; }
+
+  OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info, void** kernel) const {
+    GnAttributes attrs;
+    if (OrtStatusPtr st = read_gn_attributes(info, &attrs)) return st;
+    *kernel = new GnCpuKernel{attrs};
+    return nullptr;
+  }
+
+  const char* GetName() const { return kGnOpName; }
+  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+  size_t GetInputTypeCount() const { return 3; }
+  ONNXTensorElementDataType GetInputType(size_t /*index*/) const { return kType; }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t /*index*/) const { return kType; }
+};
+
 std::mutex g_domains_mutex;
 std::vector<Ort::CustomOpDomain> g_domains;  // must outlive every session using them
 
@@ -275,6 +376,8 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
 
   static CrossScaleOp<CpuKernel> cpu_float("CPUExecutionProvider", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
   static CrossScaleOp<CpuKernel> cpu_half("CPUExecutionProvider", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16);
+  static GroupNormSiLUOp<ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT> gn_float;
+  static GroupNormSiLUOp<ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16> gn_half;
 #ifdef NAF_ORT_WITH_CUDA
   static CrossScaleOp<CudaKernel> cuda_float("CUDAExecutionProvider", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
   static CrossScaleOp<CudaKernel> cuda_half("CUDAExecutionProvider", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16);
@@ -283,6 +386,8 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
     Ort::CustomOpDomain domain(kDomain);
     domain.Add(&cpu_float);
     domain.Add(&cpu_half);
+    domain.Add(&gn_float);
+    domain.Add(&gn_half);
 #ifdef NAF_ORT_WITH_CUDA
     domain.Add(&cuda_float);
     domain.Add(&cuda_half);

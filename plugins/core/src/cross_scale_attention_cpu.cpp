@@ -10,101 +10,27 @@
 // model that trades wasted keys against idle vector lanes.
 //
 // The kernel is compiled for AVX-512, AVX2+FMA and the baseline ISA and picked at run time, so
-// one binary is portable; NAF_CSNA_CPU_ISA=avx2|generic forces a lower one (tests use it).
+// one binary is portable (cpu_isa_variants.inc, select_isa in cpu_common.h).
 #include "naf/cross_scale_attention.h"
+
+#include "cpu_common.h"
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstdarg>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <memory>
-#include <new>
 #include <thread>
 #include <type_traits>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#if !defined(__clang__)
-// GCC 12's own AVX-512 intrinsics trip this warning (their `__Y = __Y` undefined-vector idiom).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#define NAF_X86_DISPATCH 1
-#else
-#define NAF_X86_DISPATCH 0
-#endif
-
 namespace naf_cpu {
 namespace {
 
-using i64 = int64_t;
-
 constexpr i64 kPixelPad = 16;  // pixel rows of scratch are padded to whole 16-float vectors
-
-constexpr i64 round_up(i64 x, i64 m) { return (x + m - 1) / m * m; }
 
 // Row stride of pixel-indexed scratch: one extra vector breaks the power-of-two strides that
 // would make the column walks of the softmax and GEMMs collide in the same L1 sets.
 constexpr i64 pixel_stride(i64 pixels) { return round_up(pixels, kPixelPad) + kPixelPad; }
-
-int report(char* message, size_t size, int code, const char* format, ...) __attribute__((format(printf, 4, 5)));
-int report(char* message, size_t size, int code, const char* format, ...) {
-  if (message != nullptr && size > 0) {
-    va_list args;
-    va_start(args, format);
-    std::vsnprintf(message, size, format, args);
-    va_end(args);
-  }
-  return code;
-}
-
-// ---------------------------------------------------------------------------------------------
-// IEEE binary16 without hardware support (round to nearest even, NaN stays NaN).
-
-float half_to_float_portable(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exponent = (h >> 10) & 0x1fu;
-  const uint32_t mantissa = h & 0x3ffu;
-  uint32_t bits;
-  if (exponent == 0x1f) {
-    bits = sign | 0x7f800000u | (mantissa << 13);
-  } else if (exponent != 0) {
-    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-  } else {
-    const float magnitude = static_cast<float>(mantissa) * 5.9604644775390625e-8f;  // 2^-24, exact
-    std::memcpy(&bits, &magnitude, sizeof bits);
-    bits |= sign;
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-uint16_t float_to_half_portable(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof bits);
-  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
-  uint32_t magnitude = bits & 0x7fffffffu;
-  if (magnitude >= 0x7f800000u) {  // inf, NaN (forced quiet so it cannot turn into inf)
-    return static_cast<uint16_t>(sign | 0x7c00u | (magnitude > 0x7f800000u ? 0x200u | ((magnitude >> 13) & 0x3ffu) : 0u));
-  }
-  if (magnitude >= 0x47800000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65536: inf
-  if (magnitude < 0x38800000u) {
-    // Result is subnormal or zero: adding 0.5 aligns the half's 2^-24 units with the float's last
-    // mantissa bit, so the FPU's own round-to-nearest-even does the rounding.
-    float x;
-    std::memcpy(&x, &magnitude, sizeof x);
-    x += 0.5f;
-    std::memcpy(&magnitude, &x, sizeof x);
-    return static_cast<uint16_t>(sign | (magnitude - 0x3f000000u));
-  }
-  const uint32_t odd = (magnitude >> 13) & 1u;
-  magnitude += 0xc8000fffu + odd;  // rebias exponent 127 -> 15 (mod 2^32), add half an ulp - 1 + odd
-  return static_cast<uint16_t>(sign | (magnitude >> 13));
-}
 
 // ---------------------------------------------------------------------------------------------
 // Blocking plan along one axis (rows or columns).
@@ -227,73 +153,15 @@ struct Problem {
   std::atomic<int> failed{0};
 };
 
-struct AlignedFree {
-  void operator()(float* p) const { std::free(p); }
-};
-using AlignedFloats = std::unique_ptr<float[], AlignedFree>;
-
-AlignedFloats allocate_floats(i64 count) {
-  const size_t bytes = static_cast<size_t>(round_up(std::max<i64>(count, 1) * 4, 64));
-  float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
-  if (p == nullptr) throw std::bad_alloc();
-  return AlignedFloats(p);
-}
-
 }  // namespace
 }  // namespace naf_cpu
 
 // ---------------------------------------------------------------------------------------------
 // The kernel, once per instruction set.
 
-#if NAF_X86_DISPATCH
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")
-#endif
-#define NAF_ISA avx512
-#define NAF_ISA_LANES 16
-#define NAF_ISA_MR 12
-#define NAF_ISA_F16C 1
-#include "cross_scale_attention_cpu_kernel.inc"
-#undef NAF_ISA
-#undef NAF_ISA_LANES
-#undef NAF_ISA_MR
-#undef NAF_ISA_F16C
-#if defined(__clang__)
-#pragma clang attribute pop
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
-#else
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
-#endif
-#define NAF_ISA avx2
-#define NAF_ISA_LANES 8
-#define NAF_ISA_MR 6
-#define NAF_ISA_F16C 1
-#include "cross_scale_attention_cpu_kernel.inc"
-#undef NAF_ISA
-#undef NAF_ISA_LANES
-#undef NAF_ISA_MR
-#undef NAF_ISA_F16C
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-#endif  // NAF_X86_DISPATCH
-
-#define NAF_ISA generic
-#define NAF_ISA_LANES 4
-#define NAF_ISA_MR 6
-#define NAF_ISA_F16C 0
-#include "cross_scale_attention_cpu_kernel.inc"
-#undef NAF_ISA
-#undef NAF_ISA_LANES
-#undef NAF_ISA_MR
-#undef NAF_ISA_F16C
+#define NAF_KERNEL_INC "cross_scale_attention_cpu_kernel.inc"
+#include "cpu_isa_variants.inc"
+#undef NAF_KERNEL_INC
 
 namespace naf_cpu {
 namespace {
@@ -304,19 +172,18 @@ struct Kernel {
 };
 
 Kernel select_kernel() {
-  const char* forced = std::getenv("NAF_CSNA_CPU_ISA");
-  const auto allowed = [&](const char* name) { return forced == nullptr || std::strcmp(forced, name) == 0; };
+  switch (select_isa()) {
+    case Isa::avx512:
 #if NAF_X86_DISPATCH
-  __builtin_cpu_init();
-  const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  // F16C has no __builtin_cpu_supports name in older compilers; every AVX2 CPU has it.
-  const bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
-  if (has_avx512 && allowed("avx512")) return {avx512::worker, avx512::prepare_key_value};
-  if (has_avx2 && (allowed("avx2") || (forced && std::strcmp(forced, "avx512") == 0))) {
-    return {avx2::worker, avx2::prepare_key_value};
-  }
+      return {avx512::worker, avx512::prepare_key_value};
 #endif
+    case Isa::avx2:
+#if NAF_X86_DISPATCH
+      return {avx2::worker, avx2::prepare_key_value};
+#endif
+    case Isa::generic:
+      break;
+  }
   return {generic::worker, generic::prepare_key_value};
 }
 
@@ -342,11 +209,6 @@ struct TaskRunner {
 void run_task(void* data, size_t /*index*/) {
   auto* pair = static_cast<std::pair<Problem*, const Kernel*>*>(data);
   pair->second->worker(*pair->first);
-}
-
-bool ranges_overlap(const void* a, i64 a_bytes, const void* b, i64 b_bytes) {
-  const auto a0 = reinterpret_cast<uintptr_t>(a), b0 = reinterpret_cast<uintptr_t>(b);
-  return a0 < b0 + static_cast<uintptr_t>(b_bytes) && b0 < a0 + static_cast<uintptr_t>(a_bytes);
 }
 
 int forward(const NafCsnaShape* shape, NafDType dtype, const void* query, const void* key, const void* value,

@@ -1,0 +1,131 @@
+// Pieces shared by the CPU kernels of libnaf_core (attention, GroupNorm+SiLU): error reporting,
+// portable float16, aligned scratch, and the run-time choice of instruction set. Internal header.
+#ifndef NAF_CORE_CPU_COMMON_H_
+#define NAF_CORE_CPU_COMMON_H_
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#if !defined(__clang__)
+// GCC 12's own AVX-512 intrinsics trip this warning (their `__Y = __Y` undefined-vector idiom).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+#define NAF_X86_DISPATCH 1
+#else
+#define NAF_X86_DISPATCH 0
+#endif
+
+namespace naf_cpu {
+namespace {
+
+using i64 = int64_t;
+
+constexpr i64 round_up(i64 x, i64 m) { return (x + m - 1) / m * m; }
+
+inline int report(char* message, size_t size, int code, const char* format, ...) __attribute__((format(printf, 4, 5)));
+inline int report(char* message, size_t size, int code, const char* format, ...) {
+  if (message != nullptr && size > 0) {
+    va_list args;
+    va_start(args, format);
+    std::vsnprintf(message, size, format, args);
+    va_end(args);
+  }
+  return code;
+}
+
+// ---------------------------------------------------------------------------------------------
+// IEEE binary16 without hardware support (round to nearest even, NaN stays NaN).
+
+inline float half_to_float_portable(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exponent = (h >> 10) & 0x1fu;
+  const uint32_t mantissa = h & 0x3ffu;
+  uint32_t bits;
+  if (exponent == 0x1f) {
+    bits = sign | 0x7f800000u | (mantissa << 13);
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else {
+    const float magnitude = static_cast<float>(mantissa) * 5.9604644775390625e-8f;  // 2^-24, exact
+    std::memcpy(&bits, &magnitude, sizeof bits);
+    bits |= sign;
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+inline uint16_t float_to_half_portable(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude >= 0x7f800000u) {  // inf, NaN (forced quiet so it cannot turn into inf)
+    return static_cast<uint16_t>(sign | 0x7c00u | (magnitude > 0x7f800000u ? 0x200u | ((magnitude >> 13) & 0x3ffu) : 0u));
+  }
+  if (magnitude >= 0x47800000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65536: inf
+  if (magnitude < 0x38800000u) {
+    // Result is subnormal or zero: adding 0.5 aligns the half's 2^-24 units with the float's last
+    // mantissa bit, so the FPU's own round-to-nearest-even does the rounding.
+    float x;
+    std::memcpy(&x, &magnitude, sizeof x);
+    x += 0.5f;
+    std::memcpy(&magnitude, &x, sizeof x);
+    return static_cast<uint16_t>(sign | (magnitude - 0x3f000000u));
+  }
+  const uint32_t odd = (magnitude >> 13) & 1u;
+  magnitude += 0xc8000fffu + odd;  // rebias exponent 127 -> 15 (mod 2^32), add half an ulp - 1 + odd
+  return static_cast<uint16_t>(sign | (magnitude >> 13));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 64-byte aligned float scratch.
+
+struct AlignedFree {
+  void operator()(float* p) const { std::free(p); }
+};
+using AlignedFloats = std::unique_ptr<float[], AlignedFree>;
+
+inline AlignedFloats allocate_floats(i64 count) {
+  const size_t bytes = static_cast<size_t>(round_up(std::max<i64>(count, 1) * 4, 64));
+  float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
+  if (p == nullptr) throw std::bad_alloc();
+  return AlignedFloats(p);
+}
+
+inline bool ranges_overlap(const void* a, i64 a_bytes, const void* b, i64 b_bytes) {
+  const auto a0 = reinterpret_cast<uintptr_t>(a), b0 = reinterpret_cast<uintptr_t>(b);
+  return a0 < b0 + static_cast<uintptr_t>(b_bytes) && b0 < a0 + static_cast<uintptr_t>(a_bytes);
+}
+
+// Instruction sets the kernels are compiled for (cpu_isa_variants.inc), best first.
+enum class Isa { avx512, avx2, generic };
+
+// The best one this CPU runs; NAF_CSNA_CPU_ISA=avx2|generic forces a lower one (tests use it).
+inline Isa select_isa() {
+  const char* forced = std::getenv("NAF_CSNA_CPU_ISA");
+  const auto allowed = [&](const char* name) { return forced == nullptr || std::strcmp(forced, name) == 0; };
+#if NAF_X86_DISPATCH
+  __builtin_cpu_init();
+  const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  // F16C has no __builtin_cpu_supports name in older compilers; every AVX2 CPU has it.
+  const bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+  if (has_avx512 && allowed("avx512")) return Isa::avx512;
+  if (has_avx2 && (allowed("avx2") || (forced && std::strcmp(forced, "avx512") == 0))) return Isa::avx2;
+#endif
+  return Isa::generic;
+}
+
+}  // namespace
+}  // namespace naf_cpu
+
+#endif  // NAF_CORE_CPU_COMMON_H_

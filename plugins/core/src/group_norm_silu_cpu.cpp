@@ -1,0 +1,231 @@
+// CPU implementation of the C ABI in naf/group_norm_silu.h: per-plane moments in parallel, the
+// group statistics combined on the calling thread (Chan et al.'s pairwise formula, float64), then
+// every output plane in parallel. Memory traffic is two reads of x and one write of y, the least
+// a two-pass normalisation can do.
+#include "naf/group_norm_silu.h"
+
+#include "cpu_common.h"
+
+#include <atomic>
+#include <cmath>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+namespace naf_cpu {
+namespace {
+
+enum class GnPhase { moments, apply };
+
+struct GnProblem {
+  NafGnShape shape{};
+  NafDType dtype = NAF_DTYPE_FLOAT32;
+  const void* x = nullptr;
+  void* y = nullptr;
+  std::vector<float> shift, scale, bias;  // per plane (n, c)
+  std::vector<double> sum, sum_sq;        // per plane, of x - shift
+  GnPhase phase = GnPhase::moments;
+  i64 num_items = 0;
+  std::atomic<i64> next_item{0};
+  std::atomic<int> failed{0};
+};
+
+}  // namespace
+}  // namespace naf_cpu
+
+#define NAF_KERNEL_INC "group_norm_silu_cpu_kernel.inc"
+#include "cpu_isa_variants.inc"
+#undef NAF_KERNEL_INC
+
+namespace naf_cpu {
+namespace {
+
+using GnWorker = void (*)(GnProblem&);
+
+GnWorker select_gn_worker() {
+  switch (select_isa()) {
+    case Isa::avx512:
+#if NAF_X86_DISPATCH
+      return avx512::gn_worker;
+#endif
+    case Isa::avx2:
+#if NAF_X86_DISPATCH
+      return avx2::gn_worker;
+#endif
+    case Isa::generic:
+      break;
+  }
+  return generic::gn_worker;
+}
+
+struct GnTask {
+  GnProblem* problem;
+  GnWorker worker;
+};
+
+void run_gn_task(void* data, size_t /*index*/) {
+  auto* task = static_cast<GnTask*>(data);
+  task->worker(*task->problem);
+}
+
+// One phase over all planes: on the runner's tasks, or on the calling thread without one.
+int run_phase(GnProblem& pb, GnPhase phase, GnWorker worker, NafParallelFor parallel_for, void* runner_data,
+              int num_tasks) {
+  pb.phase = phase;
+  pb.next_item.store(0);
+  if (parallel_for != nullptr) {
+    GnTask task{&pb, worker};
+    const i64 tasks = std::clamp<i64>(num_tasks, 1, pb.num_items);
+    if (parallel_for(runner_data, run_gn_task, &task, static_cast<size_t>(tasks)) != 0) return NAF_CSNA_ERROR_RESOURCE;
+  }
+  // A runner may legally skip work only by failing; finish whatever is left here.
+  if (pb.failed.load() == 0 && pb.next_item.load() < pb.num_items) worker(pb);
+  return pb.failed.load();
+}
+
+// Group statistics from the per-plane moments -> per-plane scale and bias of the affine step.
+template <typename T>
+void combine(GnProblem& pb, const T* gamma, const T* beta, float epsilon) {
+  const NafGnShape& s = pb.shape;
+  const i64 per_group = s.channels / s.num_groups;
+  const double count = static_cast<double>(s.height * s.width);
+  const auto as_float = [](T v) {
+    if constexpr (std::is_same<T, float>::value) {
+      return v;
+    } else {
+      return half_to_float_portable(v);
+    }
+  };
+  for (i64 n = 0; n < s.batch; ++n) {
+    for (i64 g = 0; g < s.num_groups; ++g) {
+      const i64 first = n * s.channels + g * per_group;
+      double mean = 0.0;
+      for (i64 c = first; c < first + per_group; ++c) mean += pb.shift[c] + pb.sum[c] / count;
+      mean /= static_cast<double>(per_group);
+      double m2 = 0.0;
+      for (i64 c = first; c < first + per_group; ++c) {
+        const double channel_mean = pb.shift[c] + pb.sum[c] / count;
+        m2 += std::max(0.0, pb.sum_sq[c] - pb.sum[c] * pb.sum[c] / count) +
+              count * (channel_mean - mean) * (channel_mean - mean);
+      }
+      const double rstd = 1.0 / std::sqrt(m2 / (count * per_group) + epsilon);
+      for (i64 c = first; c < first + per_group; ++c) {
+        const double a = static_cast<double>(as_float(gamma[c - n * s.channels])) * rstd;
+        pb.scale[c] = static_cast<float>(a);
+        pb.bias[c] = static_cast<float>(as_float(beta[c - n * s.channels]) - mean * a);
+      }
+    }
+  }
+}
+
+int forward(const NafGnShape* shape, NafDType dtype, const void* x, const void* gamma, const void* beta,
+            float epsilon, void* y, NafParallelFor parallel_for, void* runner_data, int num_tasks, char* message,
+            size_t message_size) {
+  int rc = naf_gn_silu_check_shape(shape, message, message_size);
+  if (rc != 0) return rc;
+  if (dtype != NAF_DTYPE_FLOAT32 && dtype != NAF_DTYPE_FLOAT16) {
+    return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT,
+                  "dtype: unsupported value %d (expected NAF_DTYPE_FLOAT32=0 or NAF_DTYPE_FLOAT16=1)",
+                  static_cast<int>(dtype));
+  }
+  if (!(epsilon >= 0.0f) || !std::isfinite(epsilon)) {
+    return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT, "epsilon: expected a finite value >= 0, got %g",
+                  static_cast<double>(epsilon));
+  }
+  const NafGnShape& s = *shape;
+  if (s.batch == 0) return 0;
+  const std::pair<const void*, const char*> pointers[] = {{x, "x"}, {gamma, "gamma"}, {beta, "beta"}, {y, "y"}};
+  for (const auto& [p, name] : pointers) {
+    if (p == nullptr) return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT, "%s: null pointer", name);
+  }
+  const i64 elem = dtype == NAF_DTYPE_FLOAT16 ? 2 : 4;
+  const i64 planes = s.batch * s.channels;
+  const i64 y_bytes = planes * (s.height + 2 * s.pad) * (s.width + 2 * s.pad) * elem;
+  const std::pair<std::pair<const void*, i64>, const char*> inputs[] = {
+      {{x, planes * s.height * s.width * elem}, "x"}, {{gamma, s.channels * elem}, "gamma"}, {{beta, s.channels * elem}, "beta"}};
+  for (const auto& [range, name] : inputs) {
+    if (ranges_overlap(y, y_bytes, range.first, range.second)) {
+      return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT,
+                    "y: overlaps input '%s'; the output buffer must not alias an input", name);
+    }
+  }
+  try {
+    GnProblem pb;
+    pb.shape = s;
+    pb.dtype = dtype;
+    pb.x = x;
+    pb.y = y;
+    pb.num_items = planes;
+    for (auto* v : {&pb.shift, &pb.scale, &pb.bias}) v->assign(static_cast<size_t>(planes), 0.0f);
+    pb.sum.assign(static_cast<size_t>(planes), 0.0);
+    pb.sum_sq.assign(static_cast<size_t>(planes), 0.0);
+    if (num_tasks <= 0) num_tasks = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const GnWorker worker = select_gn_worker();
+    rc = run_phase(pb, GnPhase::moments, worker, parallel_for, runner_data, num_tasks);
+    if (rc == 0) {
+      if (dtype == NAF_DTYPE_FLOAT16) {
+        combine(pb, static_cast<const uint16_t*>(gamma), static_cast<const uint16_t*>(beta), epsilon);
+      } else {
+        combine(pb, static_cast<const float*>(gamma), static_cast<const float*>(beta), epsilon);
+      }
+      rc = run_phase(pb, GnPhase::apply, worker, parallel_for, runner_data, num_tasks);
+    }
+    if (rc != 0) {
+      return report(message, message_size, NAF_CSNA_ERROR_RESOURCE,
+                    "out of memory for row scratch, or the host runtime's parallel_for failed");
+    }
+  } catch (const std::bad_alloc&) {
+    return report(message, message_size, NAF_CSNA_ERROR_RESOURCE, "out of memory");
+  } catch (...) {
+    return report(message, message_size, NAF_CSNA_ERROR_RESOURCE, "internal error in the CPU kernel");
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace naf_cpu
+
+extern "C" {
+
+NAF_CORE_API int naf_gn_silu_check_shape(const NafGnShape* shape, char* message, size_t message_size) {
+  using naf_cpu::report;
+  if (shape == nullptr) return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT, "shape: null pointer");
+  const NafGnShape& s = *shape;
+  if (s.batch < 0) {
+    return report(message, message_size, NAF_CSNA_ERROR_SHAPE, "x: batch must be >= 0, got %lld",
+                  static_cast<long long>(s.batch));
+  }
+  if (s.channels <= 0 || s.height <= 0 || s.width <= 0) {
+    return report(message, message_size, NAF_CSNA_ERROR_SHAPE,
+                  "x: expected (N, C, H, W) with C, H, W > 0, got C=%lld H=%lld W=%lld",
+                  static_cast<long long>(s.channels), static_cast<long long>(s.height),
+                  static_cast<long long>(s.width));
+  }
+  if (s.num_groups <= 0 || s.channels % s.num_groups != 0) {
+    return report(message, message_size, NAF_CSNA_ERROR_SHAPE,
+                  "num_groups: expected a positive divisor of the channel count C=%lld, got %lld",
+                  static_cast<long long>(s.channels), static_cast<long long>(s.num_groups));
+  }
+  if (s.pad < 0 || s.pad >= s.height || s.pad >= s.width) {
+    return report(message, message_size, NAF_CSNA_ERROR_SHAPE,
+                  "pad: reflect padding needs 0 <= pad < min(H, W) = %lld, got %lld",
+                  static_cast<long long>(std::min(s.height, s.width)), static_cast<long long>(s.pad));
+  }
+  // Sizes whose byte counts would overflow int64 (hostile dimensions) are refused too.
+  const double bytes = 4.0 * static_cast<double>(s.batch) * static_cast<double>(s.channels) *
+                       (static_cast<double>(s.height) + 2.0 * static_cast<double>(s.pad)) *
+                       (static_cast<double>(s.width) + 2.0 * static_cast<double>(s.pad));
+  if (bytes > 9.0e18) {
+    return report(message, message_size, NAF_CSNA_ERROR_SHAPE, "x: tensor too large (%g bytes)", bytes);
+  }
+  return 0;
+}
+
+NAF_CORE_API int naf_gn_silu_forward_cpu(const NafGnShape* shape, NafDType dtype, const void* x, const void* gamma,
+                                         const void* beta, float epsilon, void* y, NafParallelFor parallel_for,
+                                         void* runner_data, int num_tasks, char* message, size_t message_size) {
+  return naf_cpu::forward(shape, dtype, x, gamma, beta, epsilon, y, parallel_for, runner_data, num_tasks, message,
+                          message_size);
+}
+
+}  // extern "C"
