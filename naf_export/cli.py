@@ -31,9 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-size", type=int, nargs=2, metavar=("H", "W"), default=defaults.output_size)
     p.add_argument("--attention", choices=("fused", "portable"), default="fused",
                    help="fused: the naf::CrossScaleNeighborhoodAttention plugin node; portable: standard ONNX ops only")
-    p.add_argument("--group-norm", choices=("onnx", "fused"), default=None,
-                   help="fused: one naf::GroupNormSiLU plugin node per encoder GroupNorm+SiLU+pad (ONNX Runtime "
-                        "plugin only; the onnxruntime target's default with fused attention); onnx: standard ops")
+    p.add_argument("--encoder-ops", choices=("onnx", "fused"), default=None,
+                   help="fused: the image encoder's GroupNorm+SiLU+pad and RoPE as naf::GroupNormSiLU / "
+                        "naf::AxialRoPE plugin nodes (ONNX Runtime plugin only; the onnxruntime target's default "
+                        "with fused attention); onnx: standard operators")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="half-precision weights and activations")
     precision.add_argument("--int8", action="store_true",
@@ -74,7 +75,7 @@ def request_from_args(args: argparse.Namespace) -> ExportRequest:
         plugin=args.plugin,
         lean_memory=args.lean_memory,
         batch_range=tuple(args.batch_range),
-        group_norm=args.group_norm,
+        encoder_ops=args.encoder_ops,
     )
 
 

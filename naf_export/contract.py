@@ -7,5 +7,7 @@ ATTENTION_OP = "CrossScaleNeighborhoodAttention"
 ATTENTION_VERSION = 1
 #: Fused GroupNorm -> SiLU -> reflect pad, same domain; implemented by the ONNX Runtime plugin (CPU).
 GROUP_NORM_SILU_OP = "GroupNormSiLU"
+#: Axial RoPE of the queries, same domain and runtime.
+AXIAL_ROPE_OP = "AxialRoPE"
 INPUT_NAMES = ("image", "features")
 OUTPUT_NAME = "upsampled"

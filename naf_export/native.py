@@ -1,7 +1,7 @@
 """Locating and calling the native libraries built from ``plugins/``.
 
-``libnaf_core.so`` exposes the C ABI of ``plugins/core/include/naf/cross_scale_attention.h`` and
-``naf/group_norm_silu.h``;
+``libnaf_core.so`` exposes the C ABI of ``plugins/core/include/naf/cross_scale_attention.h``,
+``naf/group_norm_silu.h`` and ``naf/axial_rope.h``;
 ``libnaf_onnxruntime.so`` is the ONNX Runtime custom-op library and ``libnaf_openvino.so`` the
 OpenVINO extension (with ``naf_openvino.json``, the OpenVINO version it was built against).
 ``pip install .`` puts them in ``naf_export/lib``; a developer build (``cmake -S . -B build && cmake --build build``) is found too.
@@ -21,6 +21,8 @@ import numpy as np
 __all__ = [
     "ABI_VERSION",
     "LIB_DIR_ENV",
+    "aligned_empty",
+    "axial_rope_cpu",
     "cross_scale_attention_cpu",
     "find_library",
     "group_norm_silu_cpu",
@@ -158,12 +160,30 @@ def _core(path: str) -> ctypes.CDLL:
     ]
     lib.naf_gn_silu_check_shape.restype = ctypes.c_int
     lib.naf_gn_silu_check_shape.argtypes = [ctypes.POINTER(_GnShape), ctypes.c_char_p, ctypes.c_size_t]
+    lib.naf_rope_check_shape.restype = ctypes.c_int
+    lib.naf_rope_check_shape.argtypes = [ctypes.POINTER(_RopeShape), ctypes.c_char_p, ctypes.c_size_t]
+    lib.naf_rope_forward_cpu.restype = ctypes.c_int
+    lib.naf_rope_forward_cpu.argtypes = [
+        ctypes.POINTER(_RopeShape), ctypes.c_int, *[ctypes.c_void_p] * 6, ctypes.c_void_p, ctypes.c_void_p,
+        ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t,
+    ]
     lib.naf_gn_silu_forward_cpu.restype = ctypes.c_int
     lib.naf_gn_silu_forward_cpu.argtypes = [
         ctypes.POINTER(_GnShape), ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float,
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t,
     ]
     return lib
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: np.dtype | type = np.float32, alignment: int = 64) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an ``alignment``-byte boundary, as
+    runtime allocators give (numpy's own are only 16-byte aligned); the kernels stream whole-vector
+    output rows into such buffers."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(count * dtype.itemsize + alignment, dtype=np.uint8)
+    offset = -raw.ctypes.data % alignment
+    return raw[offset:offset + count * dtype.itemsize].view(dtype).reshape(shape)
 
 
 def _as_array(x: object) -> np.ndarray:
@@ -222,7 +242,7 @@ def cross_scale_attention_cpu(
     shape = _Shape(b, dq_all, v.shape[1], out_h, out_w, k.shape[2], k.shape[3], rows.shape[1], int(num_heads))
     out_shape = (b, v.shape[1], out_h, out_w)
     if out is None:
-        out = np.empty(out_shape, dtype=q.dtype)
+        out = aligned_empty(out_shape, q.dtype)
     elif out.shape != out_shape or out.dtype != q.dtype or not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError(f"out: expected a writeable C-contiguous {q.dtype} array of shape {out_shape}")
     message = ctypes.create_string_buffer(512)
@@ -274,6 +294,38 @@ def group_norm_silu_cpu(x: object, gamma: object, beta: object, num_groups: int,
     rc = lib.naf_gn_silu_forward_cpu(ctypes.byref(shape), _DTYPES[x.dtype], x.ctypes.data, gamma.ctypes.data,
                                      beta.ctypes.data, float(epsilon), out.ctypes.data, None, None, 1, message,
                                      len(message))
+    if rc != 0:
+        raise ValueError(message.value.decode(errors="replace"))
+    return out
+
+
+class _RopeShape(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int64) for name in ("batch", "channels", "height", "width", "num_heads")]
+
+
+def axial_rope_cpu(x: object, cos_h: object, sin_h: object, cos_w: object, sin_w: object, num_heads: int) -> np.ndarray:
+    """The axial RoPE kernel of ``libnaf_core`` (naf/axial_rope.h), on the calling thread. ``x``
+    (B, D, H, W); ``cos_h``/``sin_h`` (D / num_heads / 4, H) and ``cos_w``/``sin_w`` (same, W);
+    one dtype, float32 or float16. Raises ValueError with the kernel's message on bad shapes."""
+    x, *tables = (np.ascontiguousarray(_as_array(t)) for t in (x, cos_h, sin_h, cos_w, sin_w))
+    if x.dtype not in _DTYPES:
+        raise ValueError(f"x: dtype {x.dtype} is not supported (float32 or float16)")
+    if x.ndim != 4:
+        raise ValueError(f"x: expected a 4-D (B, D, H, W) array, got shape {x.shape}")
+    b, d, h, w = x.shape
+    shape = _RopeShape(b, d, h, w, int(num_heads))
+    message = ctypes.create_string_buffer(512)
+    lib = _core(str(find_library("naf_core")))
+    if lib.naf_rope_check_shape(ctypes.byref(shape), message, len(message)) != 0:
+        raise ValueError(message.value.decode(errors="replace"))
+    quarter = d // num_heads // 4
+    for name, t, size in zip(("cos_h", "sin_h", "cos_w", "sin_w"), tables, (h, h, w, w)):
+        if t.dtype != x.dtype or t.shape != (quarter, size):
+            raise ValueError(f"{name}: expected a ({quarter}, {size}) {x.dtype} array, got {t.shape} {t.dtype}")
+    out = np.empty_like(x)
+    rc = lib.naf_rope_forward_cpu(ctypes.byref(shape), _DTYPES[x.dtype], x.ctypes.data,
+                                  *(t.ctypes.data for t in tables), out.ctypes.data, None, None, 1, message,
+                                  len(message))
     if rc != 0:
         raise ValueError(message.value.decode(errors="replace"))
     return out

@@ -11,10 +11,11 @@ either
   cells when the ratio divides the output size, otherwise a gather formulation (row windows by
   ``Gather``, column windows by exact one-hot matrix products).
 
-The image encoder's ``GroupNorm -> SiLU -> reflect Pad`` steps before each block convolution are
-standard operators (``group_norm="onnx"``) or, for ONNX Runtime with the plugin,
-``group_norm="fused"``: one ``naf::GroupNormSiLU`` node each (statistics in float64, one read for
-the statistics and one read and write for the rest, where the standard form takes ~8 passes).
+The image encoder's elementwise steps -- ``GroupNorm -> SiLU -> reflect Pad`` before each block
+convolution, and the RoPE of the queries -- are standard operators (``encoder_ops="onnx"``) or,
+for ONNX Runtime with the plugin, ``encoder_ops="fused"``: one ``naf::GroupNormSiLU`` node per
+GroupNorm (statistics in float64; two reads and one write of the map where the standard form
+takes ~8 passes) and one ``naf::AxialRoPE`` node (one read and write instead of ~6).
 
 Inputs are named ``image`` (B, 3, Hi, Wi) and ``features`` (B, C, h, w); the output ``upsampled``
 (B, C, H, W).
@@ -34,17 +35,18 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 from .attention import neighborhood_index
-from .model import NAF, _size_pair
+from .model import NAF, RotaryEmbedding2d, _size_pair
 
-__all__ = ["ATTENTION_DOMAIN", "ATTENTION_OP", "GROUP_NORM_FLAVOURS", "OPSET", "export_onnx", "register_naf_schemas"]
+__all__ = ["ATTENTION_DOMAIN", "ATTENTION_OP", "ENCODER_OPS", "OPSET", "export_onnx", "register_naf_schemas",
+           "rope_tables"]
 
-from .contract import ATTENTION_DOMAIN, ATTENTION_OP, GROUP_NORM_SILU_OP, INPUT_NAMES, OPSET, OUTPUT_NAME
+from .contract import ATTENTION_DOMAIN, ATTENTION_OP, AXIAL_ROPE_OP, GROUP_NORM_SILU_OP, INPUT_NAMES, OPSET, OUTPUT_NAME
 
 #: Node-name scopes ("scope/op_n") of the parts quantization keeps in float by default.
 GROUP_NORM_SCOPE = "group_norm"
 ATTENTION_SCOPE = "attention"
-#: ``group_norm`` values: standard operators, or the plugin's fused node.
-GROUP_NORM_FLAVOURS = ("onnx", "fused")
+#: ``encoder_ops`` values: standard operators, or the plugin's fused nodes.
+ENCODER_OPS = ("onnx", "fused")
 
 
 def register_naf_schemas() -> None:
@@ -68,6 +70,13 @@ def register_naf_schemas() -> None:
             attributes=[A("num_groups", onnx.defs.OpSchema.AttrType.INT, "groups"),
                         A("epsilon", helper.make_attribute("epsilon", 1e-5), "variance epsilon"),
                         A("pad", helper.make_attribute("pad", 0), "reflect padding per spatial side")],
+        ),
+        onnx.defs.OpSchema(
+            AXIAL_ROPE_OP, ATTENTION_DOMAIN, 1,
+            doc="Axial rotary position embedding of a (B, D, H, W) map (naf-export ONNX Runtime plugin).",
+            inputs=[P("X", "T"), P("cos_h", "T"), P("sin_h", "T"), P("cos_w", "T"), P("sin_w", "T")],
+            outputs=[P("Y", "T")], type_constraints=floats,
+            attributes=[A("num_heads", onnx.defs.OpSchema.AttrType.INT, "heads")],
         ),
     ]
     for schema in schemas:
@@ -189,9 +198,9 @@ def _silu(g: _Graph, x: str) -> str:
 
 
 def _norm_silu_conv(g: _Graph, x: str, norm: torch.nn.GroupNorm, conv: torch.nn.Conv2d, hw: tuple[int, int],
-                    group_norm: str) -> str:
+                    encoder_ops: str) -> str:
     """conv(silu(norm(x))), the conv's reflect padding included."""
-    if group_norm == "onnx":
+    if encoder_ops == "onnx":
         return _conv(g, _silu(g, _group_norm(g, x, norm, hw)), conv)
     with g.scope(GROUP_NORM_SCOPE):
         x = g.op(GROUP_NORM_SILU_OP, [x, g.const(norm.weight, "gn_gamma"), g.const(norm.bias, "gn_beta")],
@@ -200,24 +209,36 @@ def _norm_silu_conv(g: _Graph, x: str, norm: torch.nn.GroupNorm, conv: torch.nn.
     return _conv(g, x, conv, padded=True)
 
 
-def _encoder_branch(g: _Graph, x: str, branch: torch.nn.Sequential, hw: tuple[int, int], group_norm: str) -> str:
+def _encoder_branch(g: _Graph, x: str, branch: torch.nn.Sequential, hw: tuple[int, int], encoder_ops: str) -> str:
     x = _conv(g, x, branch[0])
     for block in branch[1:]:
-        x = _norm_silu_conv(g, x, block.norm1, block.conv1, hw, group_norm)
-        x = _norm_silu_conv(g, x, block.norm2, block.conv2, hw, group_norm)
+        x = _norm_silu_conv(g, x, block.norm1, block.conv1, hw, encoder_ops)
+        x = _norm_silu_conv(g, x, block.norm2, block.conv2, hw, encoder_ops)
     return x
 
 
-def _rope(g: _Graph, x: str, model: NAF, hw: tuple[int, int]) -> str:
+def rope_tables(rope: RotaryEmbedding2d, hw: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """``(cos_h, sin_h, cos_w, sin_w)``, float32 arrays of shape (head_dim / 4, H) and (.., W): the
+    model's own angles (bitwise), per row and per column."""
+    with torch.no_grad():
+        row, col = rope._angles(hw[0]).t(), rope._angles(hw[1]).t()  # (D/4, H), (D/4, W)
+        return tuple(fn(t).numpy() for t in (row, col) for fn in (torch.cos, torch.sin))
+
+
+def _rope(g: _Graph, x: str, model: NAF, hw: tuple[int, int], encoder_ops: str) -> str:
     rope = model.image_encoder.rope
+    cos_h, sin_h, cos_w, sin_w = rope_tables(rope, hw)
+    if encoder_ops == "fused":
+        tables = [g.const(t, n) for t, n in zip((cos_h, sin_h, cos_w, sin_w), ("rope_cos_h", "rope_sin_h",
+                                                                                "rope_cos_w", "rope_sin_w"))]
+        return g.op(AXIAL_ROPE_OP, [x, *tables], hint="axial_rope", domain=ATTENTION_DOMAIN,
+                    num_heads=rope.num_heads)
     h, w = hw
     half = rope.head_dim // 2
-    with torch.no_grad():
-        row, col = rope._angles(h).t(), rope._angles(w).t()  # (D/4, H), (D/4, W)
     tables = []
-    for fn in (torch.cos, torch.sin):
-        rows = g.op("Expand", [g.const(fn(row)[:, :, None], "rope_row"), g.ints([half // 2, h, w])])
-        cols = g.op("Expand", [g.const(fn(col)[:, None, :], "rope_col"), g.ints([half // 2, h, w])])
+    for rows, cols in ((cos_h, cos_w), (sin_h, sin_w)):
+        rows = g.op("Expand", [g.const(rows[:, :, None], "rope_row"), g.ints([half // 2, h, w])])
+        cols = g.op("Expand", [g.const(cols[:, None, :], "rope_col"), g.ints([half // 2, h, w])])
         tables.append(g.op("Concat", [rows, cols], axis=0))  # (D/2, H, W)
     cos, sin = tables
     x = g.reshape(x, [0, rope.num_heads, 2, half, h, w])
@@ -311,13 +332,13 @@ def build_onnx(
     output_size: int | Sequence[int],
     attention: str = "fused",
     dynamic_batch: bool = False,
-    group_norm: str = "onnx",
+    encoder_ops: str = "onnx",
 ) -> onnx.ModelProto:
     """Build the ONNX model in memory (see :func:`export_onnx`)."""
     if attention not in ("fused", "portable"):
         raise ValueError(f"attention: expected 'fused' or 'portable', got {attention!r}")
-    if group_norm not in GROUP_NORM_FLAVOURS:
-        raise ValueError(f"group_norm: expected one of {GROUP_NORM_FLAVOURS}, got {group_norm!r}")
+    if encoder_ops not in ENCODER_OPS:
+        raise ValueError(f"encoder_ops: expected one of {ENCODER_OPS}, got {encoder_ops!r}")
     image_hw = _size_pair("image_size", image_size)
     in_hw = _size_pair("feature_size", feature_size)
     out_hw = _size_pair("output_size", output_size)
@@ -330,10 +351,10 @@ def build_onnx(
     enc_hw = (min(ih, 4 * oh, 4 * ow), min(iw, 4 * ow, 4 * oh)) if ih > 4 * oh or iw > 4 * ow else image_hw
     x = _resize_axes(g, INPUT_NAMES[0], image_hw, enc_hw, "bilinear")
     encoder = model.image_encoder
-    branches = [_encoder_branch(g, x, b, enc_hw, group_norm) for b in (encoder.encoder, encoder.sem_encoder)]
+    branches = [_encoder_branch(g, x, b, enc_hw, encoder_ops) for b in (encoder.encoder, encoder.sem_encoder)]
     x = g.op("Concat", branches, axis=1)
     x = _resize_axes(g, x, enc_hw, out_hw, "pool")
-    queries = _rope(g, x, model, out_hw)
+    queries = _rope(g, x, model, out_hw, encoder_ops)
     keys = _resize_axes(g, queries, out_hw, in_hw, "pool")
     dq_all = model.dim
     with g.scope(ATTENTION_SCOPE):
@@ -353,13 +374,13 @@ def build_onnx(
     outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [batch, channels, *out_hw])]
     graph = helper.make_graph(g.nodes, "naf", inputs, outputs, g.initializers)
     opsets = [helper.make_opsetid("", OPSET)]
-    if attention == "fused" or group_norm == "fused":
+    if attention == "fused" or encoder_ops == "fused":
         opsets.append(helper.make_opsetid(ATTENTION_DOMAIN, 1))
     onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="naf-export")
     onnx_model.ir_version = 8  # readable by every runtime this project targets
     meta = {
         "naf_export.attention": attention,
-        "naf_export.group_norm": group_norm,
+        "naf_export.encoder_ops": encoder_ops,
         "naf_export.image_size": f"{image_hw[0]}x{image_hw[1]}",
         "naf_export.feature_size": f"{in_hw[0]}x{in_hw[1]}",
         "naf_export.output_size": f"{out_hw[0]}x{out_hw[1]}",
@@ -379,18 +400,18 @@ def export_onnx(
     output_size: int | Sequence[int],
     attention: str = "fused",
     dynamic_batch: bool = False,
-    group_norm: str = "onnx",
+    encoder_ops: str = "onnx",
 ) -> Path:
     """Write ``model`` as ONNX for fixed image, feature and output sizes; return the path.
 
     ``attention="fused"`` needs the naf-export plugin at run time; ``"portable"`` runs anywhere.
-    With ``dynamic_batch`` the batch dimension is symbolic (``batch``). ``group_norm="fused"`` emits
-    ``naf::GroupNormSiLU`` nodes, which only the ONNX Runtime plugin implements (CPU).
+    With ``dynamic_batch`` the batch dimension is symbolic (``batch``). ``encoder_ops="fused"`` emits
+    ``naf::GroupNormSiLU`` and ``naf::AxialRoPE`` nodes, which only the ONNX Runtime plugin implements (CPU).
     The file passes ``onnx.checker`` and shape inference.
     """
     onnx_model = build_onnx(
         model, image_size=image_size, feature_size=feature_size, channels=channels,
-        output_size=output_size, attention=attention, dynamic_batch=dynamic_batch, group_norm=group_norm,
+        output_size=output_size, attention=attention, dynamic_batch=dynamic_batch, encoder_ops=encoder_ops,
     )
     register_naf_schemas()
     onnx.checker.check_model(onnx_model, full_check=True)

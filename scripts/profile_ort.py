@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratio", type=int, default=16, help="output = 28 * ratio (features 28x28, C=384)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--group-norm", choices=("fused", "onnx"), default="fused",
+    parser.add_argument("--encoder-ops", choices=("fused", "onnx"), default="fused",
                         help="fused: naf::GroupNormSiLU nodes, as --target onnxruntime writes; onnx: standard ops")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.ratio < 1:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         size = str(28 * args.ratio)
         subprocess.run([sys.executable, "-m", "naf_export.cli", "--target", "onnx", "--output-size", size, size,
-                        "--group-norm", args.group_norm, "--out", tmp], check=True, capture_output=True)
+                        "--encoder-ops", args.encoder_ops, "--out", tmp], check=True, capture_output=True)
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
         options.enable_mem_pattern = False  # as naf-export's runner

@@ -1,10 +1,10 @@
-"""The kernel tests (attention and GroupNorm+SiLU) again, against an AddressSanitizer + UBSan build
+"""The kernel tests (attention, GroupNorm+SiLU, axial RoPE) again, against an AddressSanitizer + UBSan build
 of libnaf_core.
 
 Builds a separate tree (-DNAF_SANITIZE=ON) outside the repository, so no other test can pick up
 the instrumented library, then runs tests/test_kernel_core.py in a subprocess with the sanitizer
 runtimes preloaded (Python itself is not instrumented). Any invalid access aborts the run.
-tests/test_group_norm_core.py rides along.
+tests/test_group_norm_core.py and tests/test_axial_rope_core.py ride along.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def test_kernel_tests_pass_under_asan_and_ubsan(tmp_path_factory: pytest.TempPat
         UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
     )
-    test_files = [str(pathlib.Path(__file__).with_name(f)) for f in ("test_kernel_core.py", "test_group_norm_core.py")]
+    test_files = [str(pathlib.Path(__file__).with_name(f)) for f in ("test_kernel_core.py", "test_group_norm_core.py",
+                                                                         "test_axial_rope_core.py")]
     result = subprocess.run(
         # --capture=sys: sanitizer reports go to fd 2, which fd-level capture would swallow on abort.
         [sys.executable, "-m", "pytest", "-q", "--capture=sys", "-p", "no:cacheprovider", *test_files],

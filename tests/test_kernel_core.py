@@ -248,3 +248,20 @@ def test_binding_checks_what_the_abi_cannot_see() -> None:
         cross_scale_attention_cpu(query, key, value[:, :, :5], rows, cols, 2, 0.5)
     with pytest.raises(ValueError, match=r"row_index: has 20 rows, expected H=21"):
         cross_scale_attention_cpu(query, key, value, rows[:20], cols, 2, 0.5)
+
+
+def test_streamed_and_cached_output_paths_agree(isa: str) -> None:
+    """float32 output on 64-byte aligned planes with whole-vector rows goes out through
+    non-temporal stores; any other buffer through ordinary ones. Same bits either way."""
+    from naf_export.native import aligned_empty
+
+    query, key, value = make_inputs(7, 1, 8, 12, (10, 10), (160, 160))
+    rows = neighborhood_index(10, 160).to(torch.int32)
+    streamed = aligned_empty((1, 12, 160, 160))
+    raw = aligned_empty((1 * 12 * 160 * 160 + 1,))
+    cached = raw[1:].reshape(1, 12, 160, 160)  # 4 bytes past the boundary: no streaming
+    for out in (streamed, cached):
+        cross_scale_attention_cpu(query, key, value, rows, rows, 2, 0.3, out=out)
+    assert np.array_equal(streamed, cached)
+    ref = cross_scale_neighborhood_attention(query, key, value, 2, 9, 0.3)
+    assert float((torch.from_numpy(streamed) - ref).norm() / ref.norm()) < 1e-5

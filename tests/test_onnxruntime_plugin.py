@@ -227,3 +227,57 @@ def test_group_norm_silu_gamma_must_match_channels(ort_lib: str) -> None:
     with pytest.raises(Exception, match=r"gamma: expected shape \[C\] = \[8\] \(one value per channel of X\), got \[7\]"):
         sess.run(None, {"x": np.zeros((1, 8, 4, 4), np.float32), "gamma": np.ones(7, np.float32),
                         "beta": np.ones(8, np.float32)})
+
+
+# ---------------------------------------------------------------------------------------------
+# naf::AxialRoPE
+
+ROPE_TABLES = ("cos_h", "sin_h", "cos_w", "sin_w")
+
+
+def rope_model(elem: int = TensorProto.FLOAT, attrs: dict | None = None) -> bytes:
+    from onnx import helper
+
+    attrs = {"num_heads": 2} if attrs is None else attrs
+    names = ("x", *ROPE_TABLES)
+    inputs = [helper.make_tensor_value_info(n, elem, None) for n in names]
+    node = helper.make_node("AxialRoPE", list(names), ["y"], domain="naf", **attrs)
+    graph = helper.make_graph([node], "rope", inputs, [helper.make_tensor_value_info("y", elem, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("naf", 1)]).SerializeToString()
+
+
+def rope_feeds(b: int, d: int, heads: int, h: int, w: int, dtype=np.float32):
+    from naf_export.model import RotaryEmbedding2d
+    from naf_export.onnx_export import rope_tables
+
+    rope = RotaryEmbedding2d(d, heads)
+    x = torch.randn(b, d, h, w, generator=torch.Generator().manual_seed(b + d + h + w))
+    feeds = {"x": x.numpy().astype(dtype), **dict(zip(ROPE_TABLES, (t.astype(dtype) for t in rope_tables(rope, (h, w)))))}
+    with torch.no_grad():
+        return feeds, rope(torch.from_numpy(feeds["x"].astype(np.float32)))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("b, d, heads, h, w", [(1, 32, 2, 9, 9), (2, 64, 4, 13, 37)])
+def test_axial_rope_matches_the_model(ort_lib: str, threads: int, b: int, d: int, heads: int, h: int, w: int) -> None:
+    feeds, ref = rope_feeds(b, d, heads, h, w)
+    out = session(ort_lib, rope_model(attrs={"num_heads": heads}), threads).run(None, feeds)[0]
+    assert rel_l2(out, ref) < 1e-6
+
+
+def test_axial_rope_float16(ort_lib: str) -> None:
+    feeds, ref = rope_feeds(1, 32, 2, 6, 10, np.float16)
+    out = session(ort_lib, rope_model(TensorProto.FLOAT16)).run(None, feeds)[0]
+    assert out.dtype == np.float16 and rel_l2(out, ref) < 1e-3
+
+
+def test_axial_rope_bad_nodes(ort_lib: str) -> None:
+    feeds, _ = rope_feeds(1, 32, 2, 6, 10)
+    with pytest.raises(Exception, match="AxialRoPE: attribute 'num_heads' \\(int\\) is required"):
+        session(ort_lib, rope_model(attrs={})).run(None, feeds)
+    with pytest.raises(Exception, match="AxialRoPE: num_heads: expected a divisor of D=32 leaving a head size that "
+                                        "is a multiple of 4, got 3"):
+        session(ort_lib, rope_model(attrs={"num_heads": 3})).run(None, feeds)
+    bad = dict(feeds, sin_w=feeds["sin_w"][:, :9].copy())
+    with pytest.raises(Exception, match=r"AxialRoPE: sin_w: expected shape \[4, 10\] \(head_dim / 4, W\), got \[4, 9\]"):
+        session(ort_lib, rope_model()).run(None, bad)

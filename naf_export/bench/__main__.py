@@ -48,14 +48,14 @@ def _prepare_onnx(backend: str, ratio: int, args: argparse.Namespace, workdir: P
     from ..samples import sample_batch
 
     attention = "portable" if backend.endswith("portable") else "fused"
-    group_norm = "fused" if attention == "fused" else "onnx"  # as --target onnxruntime writes the model
+    encoder_ops = "fused" if attention == "fused" else "onnx"  # as --target onnxruntime writes the model
     size = (args.features * ratio,) * 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = load_naf(args.checkpoint)
     path = export_onnx(model, workdir / f"naf_{attention}_r{ratio}.onnx", image_size=(args.image,) * 2,
                        feature_size=(args.features,) * 2, channels=args.channels, output_size=size,
-                       attention=attention, group_norm=group_norm)
+                       attention=attention, encoder_ops=encoder_ops)
     if backend.endswith("-fp16"):
         from ..quantize import convert_fp16
 

@@ -79,12 +79,12 @@ def _attention_runner(args: argparse.Namespace) -> Callable[[], object]:
 
 def _native_attention_runner(args: argparse.Namespace) -> Callable[[], object]:
     """The C++ CPU kernel alone (libnaf_core through ctypes), same shapes as pytorch-attention.
-    The output buffer is reused, as a runtime's arena would."""
+    The output buffer is reused and 64-byte aligned, as a runtime's arena would be."""
     import numpy as np
     import torch
 
     from naf_export.attention import neighborhood_index
-    from naf_export.native import cross_scale_attention_cpu
+    from naf_export.native import aligned_empty, cross_scale_attention_cpu
 
     rng = np.random.default_rng(0)
     out = args.features * args.ratio
@@ -92,7 +92,7 @@ def _native_attention_runner(args: argparse.Namespace) -> Callable[[], object]:
     k = rng.standard_normal((1, 256, args.features, args.features), dtype=np.float32)
     v = rng.standard_normal((1, args.channels, args.features, args.features), dtype=np.float32)
     rows = neighborhood_index(args.features, out).to(torch.int32).numpy()
-    result = np.empty((1, args.channels, out, out), dtype=np.float32)
+    result = aligned_empty((1, args.channels, out, out), np.float32)  # 64-byte aligned, as ORT's arena
     return lambda: cross_scale_attention_cpu(q, k, v, rows, rows, 4, 0.125, args.threads, out=result)
 
 

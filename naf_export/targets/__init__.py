@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..model import NAF
-from ..onnx_export import GROUP_NORM_FLAVOURS, export_onnx
+from ..onnx_export import ENCODER_OPS, export_onnx
 from ..pipeline import ExportConfig, Report, Runner, measure_latency, parity_against_pytorch, sample_inputs
 
 __all__ = [
     "PRECISIONS", "TARGETS", "ExportRequest", "TargetUnavailable", "finish_report", "new_report", "run_target",
-    "group_norm_flavour", "write_fp16_onnx", "write_int8_onnx", "write_onnx",
+    "encoder_ops_for", "write_fp16_onnx", "write_int8_onnx", "write_onnx",
 ]
 
 #: Target name -> module under naf_export.targets.
@@ -53,7 +53,7 @@ class ExportRequest:
     plugin: Path | None = None  # explicit plugin library (otherwise the one built with the package)
     lean_memory: bool = False  # trade some speed for a lower peak memory where the runtime allows
     batch_range: tuple[int, int, int] = (1, 1, 8)  # min/opt/max batch of a dynamic-batch engine
-    group_norm: str | None = None  # "onnx" | "fused" (naf::GroupNormSiLU); None: the target's choice
+    encoder_ops: str | None = None  # "onnx" | "fused" (GroupNormSiLU, AxialRoPE nodes); None: the target's choice
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -62,29 +62,31 @@ class ExportRequest:
             raise ValueError(f"attention: expected 'fused' or 'portable', got {self.attention!r}")
         if len(self.batch_range) != 3 or not 1 <= self.batch_range[0] <= self.batch_range[1] <= self.batch_range[2]:
             raise ValueError(f"batch_range: expected MIN OPT MAX with 1 <= MIN <= OPT <= MAX, got {self.batch_range}")
-        if self.group_norm is not None and self.group_norm not in GROUP_NORM_FLAVOURS:
-            raise ValueError(f"group_norm: expected one of {GROUP_NORM_FLAVOURS}, got {self.group_norm!r}")
+        if self.encoder_ops is not None and self.encoder_ops not in ENCODER_OPS:
+            raise ValueError(f"encoder_ops: expected one of {ENCODER_OPS}, got {self.encoder_ops!r}")
         if self.data is not None and self.precision != "int8":
             raise ValueError("data: a calibration directory is only used with --int8")
         self.out = Path(self.out)
 
 
-#: Targets whose runtime has the naf::GroupNormSiLU kernel (the ONNX Runtime plugin, CPU). ``onnx``
-#: writes it only on request: its file is meant for any runtime.
-_FUSED_GROUP_NORM_DEFAULT = {"onnxruntime": True, "onnx": False}
+#: Targets whose runtime has the fused encoder kernels naf::GroupNormSiLU and naf::AxialRoPE (the
+#: ONNX Runtime plugin, CPU), and whether they use them by default. ``onnx`` writes them only on
+#: request: its file is meant for any runtime.
+_FUSED_ENCODER_OPS_DEFAULT = {"onnxruntime": True, "onnx": False}
 
 
-def group_norm_flavour(request: ExportRequest, target: str) -> str:
-    """The GroupNorm form ``target`` exports: ``request.group_norm`` if set, else ``fused`` where
-    the runtime implements it (and the model is plugin-bound anyway: fused attention)."""
-    if target not in _FUSED_GROUP_NORM_DEFAULT:
-        if request.group_norm == "fused":
-            raise ValueError(f"group_norm: 'fused' (naf::GroupNormSiLU) is implemented by the ONNX Runtime plugin only; "
-                             f"--target {target} needs --group-norm onnx")
+def encoder_ops_for(request: ExportRequest, target: str) -> str:
+    """The image-encoder form ``target`` exports: ``request.encoder_ops`` if set, else ``fused``
+    where the runtime implements it (and the model is plugin-bound anyway: fused attention)."""
+    if target not in _FUSED_ENCODER_OPS_DEFAULT:
+        if request.encoder_ops == "fused":
+            raise ValueError(f"encoder_ops: 'fused' (naf::GroupNormSiLU, naf::AxialRoPE) is implemented by the ONNX "
+                             "Runtime plugin only; "
+                             f"--target {target} needs --encoder-ops onnx")
         return "onnx"
-    if request.group_norm is not None:
-        return request.group_norm
-    return "fused" if _FUSED_GROUP_NORM_DEFAULT[target] and request.attention == "fused" else "onnx"
+    if request.encoder_ops is not None:
+        return request.encoder_ops
+    return "fused" if _FUSED_ENCODER_OPS_DEFAULT[target] and request.attention == "fused" else "onnx"
 
 
 def write_onnx(request: ExportRequest, report: Report, target: str) -> Path:
@@ -96,7 +98,7 @@ def write_onnx(request: ExportRequest, report: Report, target: str) -> Path:
         request.model, request.out / f"naf_{request.attention}.onnx",
         image_size=config.image_size, feature_size=config.feature_size, channels=config.channels,
         output_size=config.output_size, attention=request.attention, dynamic_batch=request.dynamic_batch,
-        group_norm=group_norm_flavour(request, target),
+        encoder_ops=encoder_ops_for(request, target),
     )
     report.artifacts["onnx"] = str(path)
     return path

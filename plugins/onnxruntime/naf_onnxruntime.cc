@@ -1,6 +1,7 @@
 // ONNX Runtime custom-op library, domain "naf", opset 1: "CrossScaleNeighborhoodAttention"
-// (contract: DESIGN.md section 2; CPU and, when built with CUDA, CUDA kernels) and
-// "GroupNormSiLU" (GroupNorm -> SiLU -> reflect pad fused, CPU; see naf/group_norm_silu.h).
+// (contract: DESIGN.md section 2; CPU and, when built with CUDA, CUDA kernels), and for the image
+// encoder, CPU only, "GroupNormSiLU" (GroupNorm -> SiLU -> reflect pad, naf/group_norm_silu.h)
+// and "AxialRoPE" (naf/axial_rope.h).
 // Thin adapters: they read tensors and attributes, check what only they can see (ranks, shape
 // agreement between inputs), and call the backend-free core. Every failure becomes an ORT error
 // status whose message names the operator and the problem.
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "naf/cross_scale_attention.h"
+#include "naf/axial_rope.h"
 #include "naf/group_norm_silu.h"
 #ifdef NAF_ORT_WITH_CUDA
 #include "naf/cross_scale_attention_cuda.h"
@@ -27,6 +29,7 @@ namespace {
 constexpr const char* kDomain = "naf";
 constexpr const char* kOpName = "CrossScaleNeighborhoodAttention";
 constexpr const char* kGnOpName = "GroupNormSiLU";
+constexpr const char* kRopeOpName = "AxialRoPE";
 // Oldest C API with everything used here (KernelContext_ParallelFor, CreateKernelV2/ComputeV2,
 // InferOutputShapeFn): ONNX Runtime 1.17. Newer runtimes serve older API versions unchanged.
 constexpr uint32_t kOrtApiVersion = 17;
@@ -229,6 +232,58 @@ struct GnCpuKernel {
 };
 
 // ---------------------------------------------------------------------------------------------
+// AxialRoPE, CPU: inputs X (B, D, H, W), cos_h, sin_h (Q, H), cos_w, sin_w (Q, W) with
+// Q = D / num_heads / 4; output (B, D, H, W).
+
+struct RopeCpuKernel {
+  int64_t num_heads = 0;
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    const auto error = [](const std::string& message, OrtErrorCode code = ORT_INVALID_ARGUMENT) {
+      return make_error(message, code, kRopeOpName);
+    };
+    try {
+      Ort::KernelContext ctx(context);
+      auto x_info = ctx.GetInput(0).GetTensorTypeAndShapeInfo();
+      const std::vector<int64_t> x = x_info.GetShape();
+      if (x.size() != 4) return error("X: expected rank 4 (B, D, H, W), got shape " + shape_string(x));
+      const NafRopeShape shape{x[0], x[1], x[2], x[3], num_heads};
+      char message[512] = {0};
+      if (naf_rope_check_shape(&shape, message, sizeof message) != 0) return error(message);
+      const int64_t quarter = x[1] / num_heads / 4;
+      const char* names[] = {"cos_h", "sin_h", "cos_w", "sin_w"};
+      for (size_t i = 1; i <= 4; ++i) {
+        const std::vector<int64_t> dims = ctx.GetInput(i).GetTensorTypeAndShapeInfo().GetShape();
+        const std::vector<int64_t> expected{quarter, i <= 2 ? x[2] : x[3]};
+        if (dims != expected) {
+          return error(std::string(names[i - 1]) + ": expected shape " + shape_string(expected) +
+                       " (head_dim / 4, " + (i <= 2 ? "H" : "W") + "), got " + shape_string(dims));
+        }
+      }
+      void* out = ctx.GetOutput(0, x).GetTensorMutableRawData();
+      if (shape.batch == 0) return nullptr;
+      const NafDType dtype =
+          x_info.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 ? NAF_DTYPE_FLOAT16 : NAF_DTYPE_FLOAT32;
+      ParallelForData runner{context, {}};
+      const int tasks = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+      const int rc = naf_rope_forward_cpu(&shape, dtype, ctx.GetInput(0).GetTensorRawData(),
+                                          ctx.GetInput(1).GetTensorRawData(), ctx.GetInput(2).GetTensorRawData(),
+                                          ctx.GetInput(3).GetTensorRawData(), ctx.GetInput(4).GetTensorRawData(),
+                                          out, ort_parallel_for, &runner, tasks, message, sizeof message);
+      if (rc != 0) {
+        return error(runner.error.empty() ? message : std::string(message) + ": " + runner.error,
+                     rc == NAF_CSNA_ERROR_RESOURCE ? ORT_RUNTIME_EXCEPTION : ORT_INVALID_ARGUMENT);
+      }
+      return nullptr;
+    } catch (const Ort::Exception& e) {
+      return error(e.what(), e.GetOrtErrorCode());
+    } catch (const std::exception& e) {
+      return error(e.what(), ORT_RUNTIME_EXCEPTION);
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
 // CUDA kernel (CUDA execution provider): same checks, then the core's CUDA entry point on ORT's
 // compute stream. Index tables stay on the device; the kernel range-checks them and raises a
 // device flag, read back after the launch (this synchronises the stream once per call).
@@ -357,6 +412,30 @@ struct GroupNormSiLUOp : Ort::CustomOpBase<GroupNormSiLUOp<kType>, GnCpuKernel, 
   ONNXTensorElementDataType GetOutputType(size_t /*index*/) const { return kType; }
 };
 
+// As GroupNormSiLUOp: one op per element type, no shape inference function.
+template <ONNXTensorElementDataType kType>
+struct AxialRopeOp : Ort::CustomOpBase<AxialRopeOp<kType>, RopeCpuKernel, /*WithStatus=*/true> {
+  AxialRopeOp() { this->version = kOrtApiVersion; }
+
+  OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info, void** kernel) const {
+    int64_t heads = 0;
+    if (OrtStatus* st = g_api->KernelInfoGetAttribute_int64(info, "num_heads", &heads)) {
+      g_api->ReleaseStatus(st);
+      return make_error("attribute 'num_heads' (int) is required and missing or not an int", ORT_INVALID_ARGUMENT,
+                        kRopeOpName);
+    }
+    *kernel = new RopeCpuKernel{heads};
+    return nullptr;
+  }
+
+  const char* GetName() const { return kRopeOpName; }
+  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+  size_t GetInputTypeCount() const { return 5; }
+  ONNXTensorElementDataType GetInputType(size_t /*index*/) const { return kType; }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t /*index*/) const { return kType; }
+};
+
 std::mutex g_domains_mutex;
 std::vector<Ort::CustomOpDomain> g_domains;  // must outlive every session using them
 
@@ -378,6 +457,8 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   static CrossScaleOp<CpuKernel> cpu_half("CPUExecutionProvider", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16);
   static GroupNormSiLUOp<ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT> gn_float;
   static GroupNormSiLUOp<ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16> gn_half;
+  static AxialRopeOp<ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT> rope_float;
+  static AxialRopeOp<ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16> rope_half;
 #ifdef NAF_ORT_WITH_CUDA
   static CrossScaleOp<CudaKernel> cuda_float("CUDAExecutionProvider", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
   static CrossScaleOp<CudaKernel> cuda_half("CUDAExecutionProvider", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16);
@@ -388,6 +469,8 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
     domain.Add(&cpu_half);
     domain.Add(&gn_float);
     domain.Add(&gn_half);
+    domain.Add(&rope_float);
+    domain.Add(&rope_half);
 #ifdef NAF_ORT_WITH_CUDA
     domain.Add(&cuda_float);
     domain.Add(&cuda_half);

@@ -4,6 +4,7 @@
 #define NAF_CORE_CPU_COMMON_H_
 
 #include <algorithm>
+#include <atomic>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
@@ -11,6 +12,8 @@
 #include <cstring>
 #include <memory>
 #include <new>
+
+#include "naf/cross_scale_attention.h"  // NafParallelFor
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #if !defined(__clang__)
@@ -123,6 +126,30 @@ inline Isa select_isa() {
   if (has_avx2 && (allowed("avx2") || (forced && std::strcmp(forced, "avx512") == 0))) return Isa::avx2;
 #endif
   return Isa::generic;
+}
+
+// Runs `worker(pb)` as up to `num_tasks` tasks through the host's `parallel_for`, or on the
+// calling thread when there is none. Workers pull items from pb.next_item until pb.num_items;
+// any a runner left undone (it may skip work only by failing) are finished here. Returns 0, or
+// NAF_CSNA_ERROR_RESOURCE when the runner or a worker (pb.failed) failed.
+template <typename Problem>
+int run_tasks(Problem& pb, void (*worker)(Problem&), NafParallelFor parallel_for, void* runner_data, int num_tasks) {
+  struct Task {
+    Problem* problem;
+    void (*worker)(Problem&);
+    static void run(void* data, size_t /*index*/) {
+      auto* task = static_cast<Task*>(data);
+      task->worker(*task->problem);
+    }
+  };
+  pb.next_item.store(0);
+  if (parallel_for != nullptr && pb.num_items > 0) {
+    Task task{&pb, worker};
+    const int64_t tasks = std::clamp<int64_t>(num_tasks, 1, pb.num_items);
+    if (parallel_for(runner_data, &Task::run, &task, static_cast<size_t>(tasks)) != 0) return NAF_CSNA_ERROR_RESOURCE;
+  }
+  if (pb.failed.load() == 0 && pb.next_item.load() < pb.num_items) worker(pb);
+  return pb.failed.load() != 0 ? NAF_CSNA_ERROR_RESOURCE : 0;
 }
 
 }  // namespace

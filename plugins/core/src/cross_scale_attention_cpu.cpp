@@ -148,6 +148,9 @@ struct Problem {
   float scale;
   AxisPlan rows, cols;
   i64 max_keys = 0, max_pixel_stride = 0;
+  // float32 output whose planes and rows start on 64-byte boundaries: whole-vector row segments
+  // are written with non-temporal stores (the output is far larger than any cache).
+  bool stream_output = false;
   i64 col_groups = 1, num_items = 0;
   std::atomic<i64> next_item{0};
   std::atomic<int> failed{0};
@@ -258,6 +261,8 @@ int forward(const NafCsnaShape* shape, NafDType dtype, const void* query, const 
     pb.query = query;
     pb.output = output;
     pb.scale = scale;
+    pb.stream_output = dtype == NAF_DTYPE_FLOAT32 && reinterpret_cast<uintptr_t>(output) % 64 == 0 &&
+                       s.out_width % 16 == 0;
 
     // Key and value are small (low resolution): re-laid out once here for the window gathers.
     pb.key_panel_stride = round_up(s.in_width, kPixelPad) + kPixelPad;

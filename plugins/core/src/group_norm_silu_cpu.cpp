@@ -58,29 +58,10 @@ GnWorker select_gn_worker() {
   return generic::gn_worker;
 }
 
-struct GnTask {
-  GnProblem* problem;
-  GnWorker worker;
-};
-
-void run_gn_task(void* data, size_t /*index*/) {
-  auto* task = static_cast<GnTask*>(data);
-  task->worker(*task->problem);
-}
-
-// One phase over all planes: on the runner's tasks, or on the calling thread without one.
 int run_phase(GnProblem& pb, GnPhase phase, GnWorker worker, NafParallelFor parallel_for, void* runner_data,
               int num_tasks) {
   pb.phase = phase;
-  pb.next_item.store(0);
-  if (parallel_for != nullptr) {
-    GnTask task{&pb, worker};
-    const i64 tasks = std::clamp<i64>(num_tasks, 1, pb.num_items);
-    if (parallel_for(runner_data, run_gn_task, &task, static_cast<size_t>(tasks)) != 0) return NAF_CSNA_ERROR_RESOURCE;
-  }
-  // A runner may legally skip work only by failing; finish whatever is left here.
-  if (pb.failed.load() == 0 && pb.next_item.load() < pb.num_items) worker(pb);
-  return pb.failed.load();
+  return run_tasks(pb, worker, parallel_for, runner_data, num_tasks);
 }
 
 // Group statistics from the per-plane moments -> per-plane scale and bias of the affine step.

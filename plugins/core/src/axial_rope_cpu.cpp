@@ -1,0 +1,156 @@
+// CPU implementation of the C ABI in naf/axial_rope.h: channel pairs in parallel, each rotating
+// its two planes row by row (one read and one write of the map).
+#include "naf/axial_rope.h"
+
+#include "cpu_common.h"
+
+#include <atomic>
+#include <cmath>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+namespace naf_cpu {
+namespace {
+
+struct RopeProblem {
+  NafRopeShape shape{};
+  NafDType dtype = NAF_DTYPE_FLOAT32;
+  const void* x = nullptr;
+  void* y = nullptr;
+  std::vector<float> cos_h, sin_h, cos_w, sin_w;  // the tables in float32
+  i64 num_items = 0;                              // channel pairs: B * D / 2
+  std::atomic<i64> next_item{0};
+  std::atomic<int> failed{0};
+};
+
+}  // namespace
+}  // namespace naf_cpu
+
+#define NAF_KERNEL_INC "axial_rope_cpu_kernel.inc"
+#include "cpu_isa_variants.inc"
+#undef NAF_KERNEL_INC
+
+namespace naf_cpu {
+namespace {
+
+using RopeWorker = void (*)(RopeProblem&);
+
+RopeWorker select_rope_worker() {
+  switch (select_isa()) {
+    case Isa::avx512:
+#if NAF_X86_DISPATCH
+      return avx512::rope_worker;
+#endif
+    case Isa::avx2:
+#if NAF_X86_DISPATCH
+      return avx2::rope_worker;
+#endif
+    case Isa::generic:
+      break;
+  }
+  return generic::rope_worker;
+}
+
+std::vector<float> table_as_float(const void* table, NafDType dtype, i64 count) {
+  std::vector<float> out(static_cast<size_t>(count));
+  for (i64 i = 0; i < count; ++i) {
+    out[i] = dtype == NAF_DTYPE_FLOAT16 ? half_to_float_portable(static_cast<const uint16_t*>(table)[i])
+                                       : static_cast<const float*>(table)[i];
+  }
+  return out;
+}
+
+int forward(const NafRopeShape* shape, NafDType dtype, const void* x, const void* cos_h, const void* sin_h,
+            const void* cos_w, const void* sin_w, void* y, NafParallelFor parallel_for, void* runner_data,
+            int num_tasks, char* message, size_t message_size) {
+  int rc = naf_rope_check_shape(shape, message, message_size);
+  if (rc != 0) return rc;
+  if (dtype != NAF_DTYPE_FLOAT32 && dtype != NAF_DTYPE_FLOAT16) {
+    return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT,
+                  "dtype: unsupported value %d (expected NAF_DTYPE_FLOAT32=0 or NAF_DTYPE_FLOAT16=1)",
+                  static_cast<int>(dtype));
+  }
+  const NafRopeShape& s = *shape;
+  if (s.batch == 0) return 0;
+  const std::pair<const void*, const char*> pointers[] = {{x, "x"},         {cos_h, "cos_h"}, {sin_h, "sin_h"},
+                                                          {cos_w, "cos_w"}, {sin_w, "sin_w"}, {y, "y"}};
+  for (const auto& [p, name] : pointers) {
+    if (p == nullptr) return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT, "%s: null pointer", name);
+  }
+  const i64 elem = dtype == NAF_DTYPE_FLOAT16 ? 2 : 4;
+  const i64 quarter = s.channels / s.num_heads / 4;
+  const i64 y_bytes = s.batch * s.channels * s.height * s.width * elem;
+  const std::pair<std::pair<const void*, i64>, const char*> inputs[] = {
+      {{x, y_bytes}, "x"},
+      {{cos_h, quarter * s.height * elem}, "cos_h"},
+      {{sin_h, quarter * s.height * elem}, "sin_h"},
+      {{cos_w, quarter * s.width * elem}, "cos_w"},
+      {{sin_w, quarter * s.width * elem}, "sin_w"}};
+  for (const auto& [range, name] : inputs) {
+    if (ranges_overlap(y, y_bytes, range.first, range.second)) {
+      return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT,
+                    "y: overlaps input '%s'; the output buffer must not alias an input", name);
+    }
+  }
+  try {
+    RopeProblem pb;
+    pb.shape = s;
+    pb.dtype = dtype;
+    pb.x = x;
+    pb.y = y;
+    pb.cos_h = table_as_float(cos_h, dtype, quarter * s.height);
+    pb.sin_h = table_as_float(sin_h, dtype, quarter * s.height);
+    pb.cos_w = table_as_float(cos_w, dtype, quarter * s.width);
+    pb.sin_w = table_as_float(sin_w, dtype, quarter * s.width);
+    pb.num_items = s.batch * s.channels / 2;
+    if (num_tasks <= 0) num_tasks = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (run_tasks(pb, select_rope_worker(), parallel_for, runner_data, num_tasks) != 0) {
+      return report(message, message_size, NAF_CSNA_ERROR_RESOURCE,
+                    "out of memory for row scratch, or the host runtime's parallel_for failed");
+    }
+  } catch (const std::bad_alloc&) {
+    return report(message, message_size, NAF_CSNA_ERROR_RESOURCE, "out of memory");
+  } catch (...) {
+    return report(message, message_size, NAF_CSNA_ERROR_RESOURCE, "internal error in the CPU kernel");
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace naf_cpu
+
+extern "C" {
+
+NAF_CORE_API int naf_rope_check_shape(const NafRopeShape* shape, char* message, size_t message_size) {
+  using naf_cpu::report;
+  if (shape == nullptr) return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT, "shape: null pointer");
+  const NafRopeShape& s = *shape;
+  if (s.batch < 0 || s.channels <= 0 || s.height <= 0 || s.width <= 0) {
+    return report(message, message_size, NAF_CSNA_ERROR_SHAPE,
+                  "x: expected (B, D, H, W) with B >= 0 and D, H, W > 0, got B=%lld D=%lld H=%lld W=%lld",
+                  static_cast<long long>(s.batch), static_cast<long long>(s.channels),
+                  static_cast<long long>(s.height), static_cast<long long>(s.width));
+  }
+  if (s.num_heads <= 0 || s.channels % s.num_heads != 0 || (s.channels / s.num_heads) % 4 != 0) {
+    return report(message, message_size, NAF_CSNA_ERROR_SHAPE,
+                  "num_heads: expected a divisor of D=%lld leaving a head size that is a multiple of 4, got %lld",
+                  static_cast<long long>(s.channels), static_cast<long long>(s.num_heads));
+  }
+  const double bytes = 4.0 * static_cast<double>(s.batch) * static_cast<double>(s.channels) *
+                       static_cast<double>(s.height) * static_cast<double>(s.width);
+  if (bytes > 9.0e18) {
+    return report(message, message_size, NAF_CSNA_ERROR_SHAPE, "x: tensor too large (%g bytes)", bytes);
+  }
+  return 0;
+}
+
+NAF_CORE_API int naf_rope_forward_cpu(const NafRopeShape* shape, NafDType dtype, const void* x, const void* cos_h,
+                                      const void* sin_h, const void* cos_w, const void* sin_w, void* y,
+                                      NafParallelFor parallel_for, void* runner_data, int num_tasks, char* message,
+                                      size_t message_size) {
+  return naf_cpu::forward(shape, dtype, x, cos_h, sin_h, cos_w, sin_w, y, parallel_for, runner_data, num_tasks,
+                          message, message_size);
+}
+
+}  // extern "C"
