@@ -50,8 +50,8 @@ print(json.dumps({"median_ms": float(np.median(times[1:])), "peak_rss_mb": int(h
 def _export(ratio: int, directory: Path) -> Path:
     out = directory / f"r{ratio}"
     size = str(28 * ratio)
-    subprocess.run([sys.executable, "-m", "naf_export.cli", "--target", "onnx", "--output-size", size, size,
-                    "--out", str(out)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "naf_export.cli", "--target", "onnx", "--encoder-ops", "fused",
+                    "--output-size", size, size, "--out", str(out)], check=True, capture_output=True)  # as --target onnxruntime
     return out / "naf_fused.onnx"
 
 

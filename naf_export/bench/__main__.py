@@ -4,6 +4,7 @@
 
 Backends: ``pytorch`` (eager model), ``pytorch-attention`` / ``native-attention`` (the attention op alone, PyTorch / C++ kernel),
 ``onnxruntime`` (fused ONNX + plugin), ``onnxruntime-portable`` (standard ops only),
+``onnxruntime-onnx-encoder`` (fused attention, image encoder in standard operators: ``--encoder-ops onnx``),
 ``onnxruntime-lean`` (fused, CPU memory arena off), ``onnxruntime-fp16`` / ``onnxruntime-int8`` (fused, converted / QDQ-quantized on the bundled calibration set).
 ``openvino`` / ``openvino-int8`` (OpenVINO IR + extension: float32, or NNCF INT8 on the bundled calibration set).
 Each measurement runs in a fresh process; the FLOP floor uses this machine's measured float32
@@ -26,8 +27,8 @@ from tqdm import tqdm
 
 from .flops import attention_flops, measure_matmul_gflops, naf_flops
 
-BACKENDS = ("pytorch", "pytorch-attention", "native-attention", "onnxruntime", "onnxruntime-portable",
-            "onnxruntime-lean", "onnxruntime-fp16", "onnxruntime-int8", "openvino", "openvino-int8")
+BACKENDS = ("pytorch", "pytorch-attention", "native-attention", "onnxruntime", "onnxruntime-onnx-encoder",
+            "onnxruntime-portable", "onnxruntime-lean", "onnxruntime-fp16", "onnxruntime-int8", "openvino", "openvino-int8")
 
 
 def _bundled_calibration(ratio: int, args: argparse.Namespace) -> list:
@@ -39,8 +40,10 @@ def _bundled_calibration(ratio: int, args: argparse.Namespace) -> list:
     return load_calibration_set(None, config, progress=False)
 
 
-def _prepare_onnx(backend: str, ratio: int, args: argparse.Namespace, workdir: Path) -> list[str]:
-    """Export the model and save the inputs in this (parent) process; return worker flags."""
+def _prepare_onnx(backend: str, ratio: int, args: argparse.Namespace, workdir: Path,
+                  encoder_ops: str | None = None) -> list[str]:
+    """Export the model and save the inputs in this (parent) process; return worker flags.
+    ``encoder_ops`` defaults to what ``--target onnxruntime`` writes for the backend's attention."""
     import numpy as np
 
     from ..checkpoint import load_naf
@@ -48,12 +51,13 @@ def _prepare_onnx(backend: str, ratio: int, args: argparse.Namespace, workdir: P
     from ..samples import sample_batch
 
     attention = "portable" if backend.endswith("portable") else "fused"
-    encoder_ops = "fused" if attention == "fused" else "onnx"  # as --target onnxruntime writes the model
+    if encoder_ops is None:  # as --target onnxruntime writes the model
+        encoder_ops = "fused" if attention == "fused" and not backend.endswith("-onnx-encoder") else "onnx"
     size = (args.features * ratio,) * 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = load_naf(args.checkpoint)
-    path = export_onnx(model, workdir / f"naf_{attention}_r{ratio}.onnx", image_size=(args.image,) * 2,
+    path = export_onnx(model, workdir / f"naf_{attention}_{encoder_ops}_r{ratio}.onnx", image_size=(args.image,) * 2,
                        feature_size=(args.features,) * 2, channels=args.channels, output_size=size,
                        attention=attention, encoder_ops=encoder_ops)
     if backend.endswith("-fp16"):
@@ -76,7 +80,7 @@ def _prepare_openvino(backend: str, ratio: int, args: argparse.Namespace, workdi
     calibration set) in this (parent) process; return worker flags."""
     from ..targets.openvino import convert_ir
 
-    flags = _prepare_onnx("onnxruntime", ratio, args, workdir)
+    flags = _prepare_onnx("onnxruntime", ratio, args, workdir, encoder_ops="onnx")  # as --target openvino
     onnx_path = Path(flags[1])
     precision = "int8" if backend == "openvino-int8" else "fp32"
     calibration = _bundled_calibration(ratio, args) if precision == "int8" else None
