@@ -45,3 +45,20 @@ def natten_reference(
 def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double(), b.double()
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+@pytest.fixture(scope="module")
+def core_library() -> None:
+    """libnaf_core, built on demand (tests/native_build.py)."""
+    from native_build import library
+
+    library("naf_core")
+
+
+@pytest.fixture(params=["native", "avx2", "generic"])
+def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each instruction-set variant of the native CPU kernels: the best this machine runs, then
+    the lower ones forced with NAF_CSNA_CPU_ISA (read by the library on every call)."""
+    if request.param != "native":
+        monkeypatch.setenv("NAF_CSNA_CPU_ISA", request.param)
+    return request.param

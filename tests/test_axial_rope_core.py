@@ -11,21 +11,8 @@ import torch
 from naf_export.model import RotaryEmbedding2d
 from naf_export.native import axial_rope_cpu
 from naf_export.onnx_export import rope_tables
-from native_build import library
 
-ISAS = ["native", "avx2", "generic"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _core_library() -> None:
-    library("naf_core")
-
-
-@pytest.fixture(params=ISAS)
-def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param != "native":
-        monkeypatch.setenv("NAF_CSNA_CPU_ISA", request.param)
-    return request.param
+pytestmark = pytest.mark.usefixtures("core_library")  # fixtures `core_library`, `isa`: conftest.py
 
 
 @pytest.mark.parametrize("b, d, heads, h, w", [(1, 256, 4, 28, 28), (2, 32, 2, 9, 37), (1, 16, 4, 5, 3), (1, 64, 1, 17, 48)])

@@ -10,21 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from naf_export.native import group_norm_silu_cpu
-from native_build import library
 
-ISAS = ["native", "avx2", "generic"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _core_library() -> None:
-    library("naf_core")
-
-
-@pytest.fixture(params=ISAS)
-def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param != "native":
-        monkeypatch.setenv("NAF_CSNA_CPU_ISA", request.param)
-    return request.param
+pytestmark = pytest.mark.usefixtures("core_library")  # fixtures `core_library`, `isa`: conftest.py
 
 
 def reference(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups: int, eps: float, pad: int):

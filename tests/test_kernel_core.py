@@ -12,21 +12,8 @@ import torch
 
 from naf_export.attention import cross_scale_neighborhood_attention, neighborhood_index
 from naf_export.native import cross_scale_attention_cpu
-from native_build import library
 
-ISAS = ["native", "avx2", "generic"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _core_library() -> None:
-    library("naf_core")
-
-
-@pytest.fixture(params=ISAS)
-def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param != "native":
-        monkeypatch.setenv("NAF_CSNA_CPU_ISA", request.param)  # read by the library on every call
-    return request.param
+pytestmark = pytest.mark.usefixtures("core_library")  # fixtures `core_library`, `isa`: conftest.py
 
 
 def make_inputs(seed: int, b: int, dq_all: int, c_all: int, in_hw: tuple[int, int], out_hw: tuple[int, int]):

@@ -118,42 +118,59 @@ int ort_parallel_for(void* runner_data, NafTaskFn task, void* task_data, size_t 
   return 0;
 }
 
+NafDType naf_dtype(ONNXTensorElementDataType elem) {
+  return elem == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 ? NAF_DTYPE_FLOAT16 : NAF_DTYPE_FLOAT32;
+}
+
+// Runs a kernel body, turning C++ exceptions into statuses that name the operator.
+template <typename Body>
+OrtStatusPtr guarded(const char* op, Body&& body) {
+  try {
+    return body();
+  } catch (const Ort::Exception& e) {
+    return make_error(e.what(), e.GetOrtErrorCode(), op);
+  } catch (const std::exception& e) {
+    return make_error(e.what(), ORT_RUNTIME_EXCEPTION, op);
+  }
+}
+
+// Calls a core CPU entry point `forward(parallel_for, runner_data, num_tasks, message, size)` on
+// ORT's intra-op thread pool (honours intra_op_num_threads) and maps its return code to a status.
+template <typename Forward>
+OrtStatusPtr run_cpu_forward(OrtKernelContext* context, const char* op, Forward&& forward) {
+  ParallelForData runner{context, {}};
+  char message[512] = {0};
+  const int tasks = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int rc = forward(ort_parallel_for, static_cast<void*>(&runner), tasks, message, sizeof message);
+  if (rc == 0) return nullptr;
+  return make_error(runner.error.empty() ? message : std::string(message) + ": " + runner.error,
+                    rc == NAF_CSNA_ERROR_RESOURCE ? ORT_RUNTIME_EXCEPTION : ORT_INVALID_ARGUMENT, op);
+}
+
 struct CpuKernel {
   Attributes attrs;
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    try {
+    return guarded(kOpName, [&]() -> OrtStatusPtr {
       Ort::KernelContext ctx(context);
       NafCsnaShape shape{};
       ONNXTensorElementDataType elem{};
       if (OrtStatusPtr st = read_shape(ctx, attrs, &shape, &elem)) return st;
-      const NafDType dtype = elem == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 ? NAF_DTYPE_FLOAT16 : NAF_DTYPE_FLOAT32;
       void* out = nullptr;
       if (shape.batch == 0) return allocate_output(ctx, shape, &out);  // empty batch: empty output
+      const int32_t* rows = ctx.GetInput(3).GetTensorData<int32_t>();
+      const int32_t* cols = ctx.GetInput(4).GetTensorData<int32_t>();
       char message[512] = {0};
       // Validate before allocating the output, so a bad node fails without side effects
       // (naf_csna_check_indices checks the shape contract first).
-      int rc = naf_csna_check_indices(&shape, ctx.GetInput(3).GetTensorData<int32_t>(),
-                                      ctx.GetInput(4).GetTensorData<int32_t>(), message, sizeof message);
-      if (rc != 0) return make_error(message);
+      if (naf_csna_check_indices(&shape, rows, cols, message, sizeof message) != 0) return make_error(message);
       if (OrtStatusPtr st = allocate_output(ctx, shape, &out)) return st;
-      ParallelForData runner{context, {}};
-      const int tasks = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-      rc = naf_csna_forward_cpu_parallel(&shape, dtype, ctx.GetInput(0).GetTensorRawData(),
-                                         ctx.GetInput(1).GetTensorRawData(), ctx.GetInput(2).GetTensorRawData(),
-                                         ctx.GetInput(3).GetTensorData<int32_t>(),
-                                         ctx.GetInput(4).GetTensorData<int32_t>(), attrs.scale, out, ort_parallel_for,
-                                         &runner, tasks, message, sizeof message);
-      if (rc != 0) {
-        return make_error(runner.error.empty() ? message : std::string(message) + ": " + runner.error,
-                          rc == NAF_CSNA_ERROR_RESOURCE ? ORT_RUNTIME_EXCEPTION : ORT_INVALID_ARGUMENT);
-      }
-      return nullptr;
-    } catch (const Ort::Exception& e) {
-      return make_error(e.what(), e.GetOrtErrorCode());
-    } catch (const std::exception& e) {
-      return make_error(e.what(), ORT_RUNTIME_EXCEPTION);
-    }
+      return run_cpu_forward(context, kOpName, [&](NafParallelFor pf, void* runner, int tasks, char* msg, size_t size) {
+        return naf_csna_forward_cpu_parallel(&shape, naf_dtype(elem), ctx.GetInput(0).GetTensorRawData(),
+                                             ctx.GetInput(1).GetTensorRawData(), ctx.GetInput(2).GetTensorRawData(),
+                                             rows, cols, attrs.scale, out, pf, runner, tasks, msg, size);
+      });
+    });
   }
 };
 
@@ -188,10 +205,8 @@ struct GnCpuKernel {
   GnAttributes attrs;
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    const auto error = [](const std::string& message, OrtErrorCode code = ORT_INVALID_ARGUMENT) {
-      return make_error(message, code, kGnOpName);
-    };
-    try {
+    return guarded(kGnOpName, [&]() -> OrtStatusPtr {
+      const auto error = [](const std::string& message) { return make_error(message, ORT_INVALID_ARGUMENT, kGnOpName); };
       Ort::KernelContext ctx(context);
       auto x_info = ctx.GetInput(0).GetTensorTypeAndShapeInfo();
       const std::vector<int64_t> x = x_info.GetShape();
@@ -207,27 +222,14 @@ struct GnCpuKernel {
       const NafGnShape shape{x[0], x[1], x[2], x[3], attrs.num_groups, attrs.pad};
       char message[512] = {0};
       if (naf_gn_silu_check_shape(&shape, message, sizeof message) != 0) return error(message);
-      const std::vector<int64_t> out_shape{x[0], x[1], x[2] + 2 * attrs.pad, x[3] + 2 * attrs.pad};
-      void* out = ctx.GetOutput(0, out_shape).GetTensorMutableRawData();
+      void* out = ctx.GetOutput(0, {x[0], x[1], x[2] + 2 * attrs.pad, x[3] + 2 * attrs.pad}).GetTensorMutableRawData();
       if (shape.batch == 0) return nullptr;
-      const NafDType dtype =
-          x_info.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 ? NAF_DTYPE_FLOAT16 : NAF_DTYPE_FLOAT32;
-      ParallelForData runner{context, {}};
-      const int tasks = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-      const int rc = naf_gn_silu_forward_cpu(&shape, dtype, ctx.GetInput(0).GetTensorRawData(),
-                                             ctx.GetInput(1).GetTensorRawData(), ctx.GetInput(2).GetTensorRawData(),
-                                             attrs.epsilon, out, ort_parallel_for, &runner, tasks, message,
-                                             sizeof message);
-      if (rc != 0) {
-        return error(runner.error.empty() ? message : std::string(message) + ": " + runner.error,
-                     rc == NAF_CSNA_ERROR_RESOURCE ? ORT_RUNTIME_EXCEPTION : ORT_INVALID_ARGUMENT);
-      }
-      return nullptr;
-    } catch (const Ort::Exception& e) {
-      return error(e.what(), e.GetOrtErrorCode());
-    } catch (const std::exception& e) {
-      return error(e.what(), ORT_RUNTIME_EXCEPTION);
-    }
+      return run_cpu_forward(context, kGnOpName, [&](NafParallelFor pf, void* runner, int tasks, char* msg, size_t size) {
+        return naf_gn_silu_forward_cpu(&shape, naf_dtype(x_info.GetElementType()), ctx.GetInput(0).GetTensorRawData(),
+                                       ctx.GetInput(1).GetTensorRawData(), ctx.GetInput(2).GetTensorRawData(),
+                                       attrs.epsilon, out, pf, runner, tasks, msg, size);
+      });
+    });
   }
 };
 
@@ -239,10 +241,8 @@ struct RopeCpuKernel {
   int64_t num_heads = 0;
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    const auto error = [](const std::string& message, OrtErrorCode code = ORT_INVALID_ARGUMENT) {
-      return make_error(message, code, kRopeOpName);
-    };
-    try {
+    return guarded(kRopeOpName, [&]() -> OrtStatusPtr {
+      const auto error = [](const std::string& message) { return make_error(message, ORT_INVALID_ARGUMENT, kRopeOpName); };
       Ort::KernelContext ctx(context);
       auto x_info = ctx.GetInput(0).GetTensorTypeAndShapeInfo();
       const std::vector<int64_t> x = x_info.GetShape();
@@ -262,24 +262,13 @@ struct RopeCpuKernel {
       }
       void* out = ctx.GetOutput(0, x).GetTensorMutableRawData();
       if (shape.batch == 0) return nullptr;
-      const NafDType dtype =
-          x_info.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 ? NAF_DTYPE_FLOAT16 : NAF_DTYPE_FLOAT32;
-      ParallelForData runner{context, {}};
-      const int tasks = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-      const int rc = naf_rope_forward_cpu(&shape, dtype, ctx.GetInput(0).GetTensorRawData(),
-                                          ctx.GetInput(1).GetTensorRawData(), ctx.GetInput(2).GetTensorRawData(),
-                                          ctx.GetInput(3).GetTensorRawData(), ctx.GetInput(4).GetTensorRawData(),
-                                          out, ort_parallel_for, &runner, tasks, message, sizeof message);
-      if (rc != 0) {
-        return error(runner.error.empty() ? message : std::string(message) + ": " + runner.error,
-                     rc == NAF_CSNA_ERROR_RESOURCE ? ORT_RUNTIME_EXCEPTION : ORT_INVALID_ARGUMENT);
-      }
-      return nullptr;
-    } catch (const Ort::Exception& e) {
-      return error(e.what(), e.GetOrtErrorCode());
-    } catch (const std::exception& e) {
-      return error(e.what(), ORT_RUNTIME_EXCEPTION);
-    }
+      return run_cpu_forward(context, kRopeOpName, [&](NafParallelFor pf, void* runner, int tasks, char* msg, size_t size) {
+        return naf_rope_forward_cpu(&shape, naf_dtype(x_info.GetElementType()), ctx.GetInput(0).GetTensorRawData(),
+                                    ctx.GetInput(1).GetTensorRawData(), ctx.GetInput(2).GetTensorRawData(),
+                                    ctx.GetInput(3).GetTensorRawData(), ctx.GetInput(4).GetTensorRawData(), out, pf,
+                                    runner, tasks, msg, size);
+      });
+    });
   }
 };
 

@@ -34,23 +34,6 @@ struct RopeProblem {
 namespace naf_cpu {
 namespace {
 
-using RopeWorker = void (*)(RopeProblem&);
-
-RopeWorker select_rope_worker() {
-  switch (select_isa()) {
-    case Isa::avx512:
-#if NAF_X86_DISPATCH
-      return avx512::rope_worker;
-#endif
-    case Isa::avx2:
-#if NAF_X86_DISPATCH
-      return avx2::rope_worker;
-#endif
-    case Isa::generic:
-      break;
-  }
-  return generic::rope_worker;
-}
 
 std::vector<float> table_as_float(const void* table, NafDType dtype, i64 count) {
   std::vector<float> out(static_cast<size_t>(count));
@@ -66,34 +49,20 @@ int forward(const NafRopeShape* shape, NafDType dtype, const void* x, const void
             int num_tasks, char* message, size_t message_size) {
   int rc = naf_rope_check_shape(shape, message, message_size);
   if (rc != 0) return rc;
-  if (dtype != NAF_DTYPE_FLOAT32 && dtype != NAF_DTYPE_FLOAT16) {
-    return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT,
-                  "dtype: unsupported value %d (expected NAF_DTYPE_FLOAT32=0 or NAF_DTYPE_FLOAT16=1)",
-                  static_cast<int>(dtype));
-  }
   const NafRopeShape& s = *shape;
-  if (s.batch == 0) return 0;
-  const std::pair<const void*, const char*> pointers[] = {{x, "x"},         {cos_h, "cos_h"}, {sin_h, "sin_h"},
-                                                          {cos_w, "cos_w"}, {sin_w, "sin_w"}, {y, "y"}};
-  for (const auto& [p, name] : pointers) {
-    if (p == nullptr) return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT, "%s: null pointer", name);
-  }
+  rc = check_dtype(dtype, message, message_size);
+  if (rc != 0) return rc;
+  if (s.batch == 0) return 0;  // empty tensors may come with null data pointers
   const i64 elem = dtype == NAF_DTYPE_FLOAT16 ? 2 : 4;
   const i64 quarter = s.channels / s.num_heads / 4;
-  const i64 y_bytes = s.batch * s.channels * s.height * s.width * elem;
-  const std::pair<std::pair<const void*, i64>, const char*> inputs[] = {
-      {{x, y_bytes}, "x"},
-      {{cos_h, quarter * s.height * elem}, "cos_h"},
-      {{sin_h, quarter * s.height * elem}, "sin_h"},
-      {{cos_w, quarter * s.width * elem}, "cos_w"},
-      {{sin_w, quarter * s.width * elem}, "sin_w"}};
-  for (const auto& [range, name] : inputs) {
-    if (ranges_overlap(y, y_bytes, range.first, range.second)) {
-      return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT,
-                    "y: overlaps input '%s'; the output buffer must not alias an input", name);
-    }
-  }
-  try {
+  const i64 map_bytes = s.batch * s.channels * s.height * s.width * elem;
+  rc = check_buffers(dtype, {y, map_bytes, "y"},
+                     {{x, map_bytes, "x"}, {cos_h, quarter * s.height * elem, "cos_h"},
+                      {sin_h, quarter * s.height * elem, "sin_h"}, {cos_w, quarter * s.width * elem, "cos_w"},
+                      {sin_w, quarter * s.width * elem, "sin_w"}},
+                     message, message_size);
+  if (rc != 0) return rc;
+  return guarded(message, message_size, [&]() -> int {
     RopeProblem pb;
     pb.shape = s;
     pb.dtype = dtype;
@@ -105,16 +74,12 @@ int forward(const NafRopeShape* shape, NafDType dtype, const void* x, const void
     pb.sin_w = table_as_float(sin_w, dtype, quarter * s.width);
     pb.num_items = s.batch * s.channels / 2;
     if (num_tasks <= 0) num_tasks = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    if (run_tasks(pb, select_rope_worker(), parallel_for, runner_data, num_tasks) != 0) {
+    if (run_tasks(pb, NAF_ISA_PICK(rope_worker), parallel_for, runner_data, num_tasks) != 0) {
       return report(message, message_size, NAF_CSNA_ERROR_RESOURCE,
                     "out of memory for row scratch, or the host runtime's parallel_for failed");
     }
-  } catch (const std::bad_alloc&) {
-    return report(message, message_size, NAF_CSNA_ERROR_RESOURCE, "out of memory");
-  } catch (...) {
-    return report(message, message_size, NAF_CSNA_ERROR_RESOURCE, "internal error in the CPU kernel");
-  }
-  return 0;
+    return 0;
+  });
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <new>
 
@@ -109,6 +110,53 @@ inline bool ranges_overlap(const void* a, i64 a_bytes, const void* b, i64 b_byte
   return a0 < b0 + static_cast<uintptr_t>(b_bytes) && b0 < a0 + static_cast<uintptr_t>(a_bytes);
 }
 
+// A buffer argument of a forward call, for check_buffers.
+struct NamedBuffer {
+  const void* data;
+  i64 bytes;
+  const char* name;
+};
+
+// The argument checks every forward makes before touching memory: a known dtype, no null
+// pointer, an output that overlaps no input. Returns 0, or an error code with the message written.
+inline int check_dtype(NafDType dtype, char* message, size_t message_size) {
+  if (dtype == NAF_DTYPE_FLOAT32 || dtype == NAF_DTYPE_FLOAT16) return 0;
+  return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT,
+                "dtype: unsupported value %d (expected NAF_DTYPE_FLOAT32=0 or NAF_DTYPE_FLOAT16=1)",
+                static_cast<int>(dtype));
+}
+
+inline int check_buffers(NafDType dtype, const NamedBuffer& output, std::initializer_list<NamedBuffer> inputs,
+                         char* message, size_t message_size) {
+  if (int rc = check_dtype(dtype, message, message_size)) return rc;
+  for (const NamedBuffer& b : inputs) {
+    if (b.data == nullptr) return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT, "%s: null pointer", b.name);
+  }
+  if (output.data == nullptr) {
+    return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT, "%s: null pointer", output.name);
+  }
+  for (const NamedBuffer& b : inputs) {
+    if (ranges_overlap(output.data, output.bytes, b.data, b.bytes)) {
+      return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT,
+                    "%s: overlaps input '%s'; the output buffer must not alias an input", output.name, b.name);
+    }
+  }
+  return 0;
+}
+
+// Runs `body()` (returning 0 or an error code); exceptions become NAF_CSNA_ERROR_RESOURCE, so
+// none crosses the C ABI.
+template <typename Body>
+int guarded(char* message, size_t message_size, Body&& body) {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return report(message, message_size, NAF_CSNA_ERROR_RESOURCE, "out of memory");
+  } catch (...) {
+    return report(message, message_size, NAF_CSNA_ERROR_RESOURCE, "internal error in the CPU kernel");
+  }
+}
+
 // Instruction sets the kernels are compiled for (cpu_isa_variants.inc), best first.
 enum class Isa { avx512, avx2, generic };
 
@@ -127,6 +175,17 @@ inline Isa select_isa() {
 #endif
   return Isa::generic;
 }
+
+// The copy of kernel function `name` (defined in every NAF_ISA namespace by cpu_isa_variants.inc)
+// for the instruction set select_isa() picks.
+#if NAF_X86_DISPATCH
+#define NAF_ISA_PICK(name)                                     \
+  (select_isa() == Isa::avx512 ? avx512::name                  \
+   : select_isa() == Isa::avx2 ? avx2::name                    \
+                               : generic::name)
+#else
+#define NAF_ISA_PICK(name) (generic::name)
+#endif
 
 // Runs `worker(pb)` as up to `num_tasks` tasks through the host's `parallel_for`, or on the
 // calling thread when there is none. Workers pull items from pb.next_item until pb.num_items;

@@ -174,21 +174,7 @@ struct Kernel {
   bool (*prepare_key_value)(Problem&, const void*, const void*, float*);
 };
 
-Kernel select_kernel() {
-  switch (select_isa()) {
-    case Isa::avx512:
-#if NAF_X86_DISPATCH
-      return {avx512::worker, avx512::prepare_key_value};
-#endif
-    case Isa::avx2:
-#if NAF_X86_DISPATCH
-      return {avx2::worker, avx2::prepare_key_value};
-#endif
-    case Isa::generic:
-      break;
-  }
-  return {generic::worker, generic::prepare_key_value};
-}
+Kernel select_kernel() { return {NAF_ISA_PICK(worker), NAF_ISA_PICK(prepare_key_value)}; }
 
 // Threads started here; the calling thread is one of them.
 int run_on_threads(Problem& pb, const Kernel& kernel, int num_threads) {
@@ -219,36 +205,20 @@ int forward(const NafCsnaShape* shape, NafDType dtype, const void* query, const 
             const TaskRunner* runner, char* message, size_t message_size) {
   int rc = naf_csna_check_shape(shape, message, message_size);
   if (rc != 0) return rc;
-  if (dtype != NAF_DTYPE_FLOAT32 && dtype != NAF_DTYPE_FLOAT16) {
-    return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT,
-                  "dtype: unsupported value %d (expected NAF_DTYPE_FLOAT32=0 or NAF_DTYPE_FLOAT16=1)",
-                  static_cast<int>(dtype));
-  }
-  const std::pair<const void*, const char*> pointers[] = {
-      {query, "query"}, {key, "key"}, {value, "value"}, {output, "output"}};
-  for (const auto& [p, name] : pointers) {
-    if (p == nullptr) return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT, "%s: null pointer", name);
-  }
+  const NafCsnaShape& s = *shape;
+  const i64 elem = dtype == NAF_DTYPE_FLOAT16 ? 2 : 4;
+  rc = check_buffers(dtype, {output, s.batch * s.value_channels * s.out_height * s.out_width * elem, "output"},
+                     {{query, s.batch * s.query_channels * s.out_height * s.out_width * elem, "query"},
+                      {key, s.batch * s.query_channels * s.in_height * s.in_width * elem, "key"},
+                      {value, s.batch * s.value_channels * s.in_height * s.in_width * elem, "value"},
+                      {row_index, s.out_height * s.kernel_size * 4, "row_index"},
+                      {col_index, s.out_width * s.kernel_size * 4, "col_index"}},
+                     message, message_size);
+  if (rc != 0) return rc;
   rc = naf_csna_check_indices(shape, row_index, col_index, message, message_size);
   if (rc != 0) return rc;
 
-  const NafCsnaShape& s = *shape;
-  const i64 elem = dtype == NAF_DTYPE_FLOAT16 ? 2 : 4;
-  const i64 out_bytes = s.batch * s.value_channels * s.out_height * s.out_width * elem;
-  const std::pair<std::pair<const void*, i64>, const char*> inputs[] = {
-      {{query, s.batch * s.query_channels * s.out_height * s.out_width * elem}, "query"},
-      {{key, s.batch * s.query_channels * s.in_height * s.in_width * elem}, "key"},
-      {{value, s.batch * s.value_channels * s.in_height * s.in_width * elem}, "value"},
-      {{row_index, s.out_height * s.kernel_size * 4}, "row_index"},
-      {{col_index, s.out_width * s.kernel_size * 4}, "col_index"}};
-  for (const auto& [range, name] : inputs) {
-    if (ranges_overlap(output, out_bytes, range.first, range.second)) {
-      return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT,
-                    "output: overlaps input '%s'; the output buffer must not alias an input", name);
-    }
-  }
-
-  try {
+  return guarded(message, message_size, [&]() -> int {
     const Kernel kernel = select_kernel();
     int workers = runner ? runner->num_tasks : num_threads;
     if (workers <= 0) workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -317,12 +287,8 @@ int forward(const NafCsnaShape* shape, NafDType dtype, const void* query, const 
     if (pb.failed.load() != 0) {
       return report(message, message_size, NAF_CSNA_ERROR_RESOURCE, "out of memory allocating kernel scratch");
     }
-  } catch (const std::bad_alloc&) {
-    return report(message, message_size, NAF_CSNA_ERROR_RESOURCE, "out of memory");
-  } catch (...) {
-    return report(message, message_size, NAF_CSNA_ERROR_RESOURCE, "internal error in the CPU kernel");
-  }
-  return 0;
+    return 0;
+  });
 }
 
 }  // namespace

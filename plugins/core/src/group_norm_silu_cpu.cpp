@@ -42,21 +42,6 @@ namespace {
 
 using GnWorker = void (*)(GnProblem&);
 
-GnWorker select_gn_worker() {
-  switch (select_isa()) {
-    case Isa::avx512:
-#if NAF_X86_DISPATCH
-      return avx512::gn_worker;
-#endif
-    case Isa::avx2:
-#if NAF_X86_DISPATCH
-      return avx2::gn_worker;
-#endif
-    case Isa::generic:
-      break;
-  }
-  return generic::gn_worker;
-}
 
 int run_phase(GnProblem& pb, GnPhase phase, GnWorker worker, NafParallelFor parallel_for, void* runner_data,
               int num_tasks) {
@@ -104,33 +89,22 @@ int forward(const NafGnShape* shape, NafDType dtype, const void* x, const void* 
             size_t message_size) {
   int rc = naf_gn_silu_check_shape(shape, message, message_size);
   if (rc != 0) return rc;
-  if (dtype != NAF_DTYPE_FLOAT32 && dtype != NAF_DTYPE_FLOAT16) {
-    return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT,
-                  "dtype: unsupported value %d (expected NAF_DTYPE_FLOAT32=0 or NAF_DTYPE_FLOAT16=1)",
-                  static_cast<int>(dtype));
-  }
   if (!(epsilon >= 0.0f) || !std::isfinite(epsilon)) {
     return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT, "epsilon: expected a finite value >= 0, got %g",
                   static_cast<double>(epsilon));
   }
   const NafGnShape& s = *shape;
-  if (s.batch == 0) return 0;
-  const std::pair<const void*, const char*> pointers[] = {{x, "x"}, {gamma, "gamma"}, {beta, "beta"}, {y, "y"}};
-  for (const auto& [p, name] : pointers) {
-    if (p == nullptr) return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT, "%s: null pointer", name);
-  }
+  rc = check_dtype(dtype, message, message_size);
+  if (rc != 0) return rc;
+  if (s.batch == 0) return 0;  // empty tensors may come with null data pointers
   const i64 elem = dtype == NAF_DTYPE_FLOAT16 ? 2 : 4;
   const i64 planes = s.batch * s.channels;
-  const i64 y_bytes = planes * (s.height + 2 * s.pad) * (s.width + 2 * s.pad) * elem;
-  const std::pair<std::pair<const void*, i64>, const char*> inputs[] = {
-      {{x, planes * s.height * s.width * elem}, "x"}, {{gamma, s.channels * elem}, "gamma"}, {{beta, s.channels * elem}, "beta"}};
-  for (const auto& [range, name] : inputs) {
-    if (ranges_overlap(y, y_bytes, range.first, range.second)) {
-      return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT,
-                    "y: overlaps input '%s'; the output buffer must not alias an input", name);
-    }
-  }
-  try {
+  rc = check_buffers(dtype, {y, planes * (s.height + 2 * s.pad) * (s.width + 2 * s.pad) * elem, "y"},
+                     {{x, planes * s.height * s.width * elem, "x"}, {gamma, s.channels * elem, "gamma"},
+                      {beta, s.channels * elem, "beta"}},
+                     message, message_size);
+  if (rc != 0) return rc;
+  return guarded(message, message_size, [&]() -> int {
     GnProblem pb;
     pb.shape = s;
     pb.dtype = dtype;
@@ -141,7 +115,7 @@ int forward(const NafGnShape* shape, NafDType dtype, const void* x, const void* 
     pb.sum.assign(static_cast<size_t>(planes), 0.0);
     pb.sum_sq.assign(static_cast<size_t>(planes), 0.0);
     if (num_tasks <= 0) num_tasks = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    const GnWorker worker = select_gn_worker();
+    const GnWorker worker = NAF_ISA_PICK(gn_worker);
     rc = run_phase(pb, GnPhase::moments, worker, parallel_for, runner_data, num_tasks);
     if (rc == 0) {
       if (dtype == NAF_DTYPE_FLOAT16) {
@@ -155,12 +129,8 @@ int forward(const NafGnShape* shape, NafDType dtype, const void* x, const void* 
       return report(message, message_size, NAF_CSNA_ERROR_RESOURCE,
                     "out of memory for row scratch, or the host runtime's parallel_for failed");
     }
-  } catch (const std::bad_alloc&) {
-    return report(message, message_size, NAF_CSNA_ERROR_RESOURCE, "out of memory");
-  } catch (...) {
-    return report(message, message_size, NAF_CSNA_ERROR_RESOURCE, "internal error in the CPU kernel");
-  }
-  return 0;
+    return 0;
+  });
 }
 
 }  // namespace
