@@ -1,5 +1,6 @@
 """One-node CrossScaleNeighborhoodAttention models, random inputs for them and the PyTorch
-reference output, shared by the runtime-adapter tests (ONNX Runtime, OpenVINO)."""
+reference outputs (attention; the fused GroupNorm+SiLU+pad), shared by the kernel and
+runtime-adapter tests."""
 
 from __future__ import annotations
 
@@ -45,3 +46,10 @@ def reference(f: dict[str, np.ndarray], heads: int, scale: float) -> torch.Tenso
 def rel_l2(out: np.ndarray, ref: torch.Tensor) -> float:
     diff = torch.from_numpy(out.astype(np.float64)) - ref.double()
     return float(diff.norm() / ref.double().norm())
+
+
+def group_norm_silu_reference(x, gamma, beta, groups: int, pad: int, eps: float = 1e-5) -> torch.Tensor:
+    """``naf::GroupNormSiLU`` in PyTorch float64: GroupNorm, SiLU, reflect padding. Arrays or tensors."""
+    x, gamma, beta = (torch.as_tensor(t).double() for t in (x, gamma, beta))
+    y = torch.nn.functional.silu(torch.nn.functional.group_norm(x, groups, gamma, beta, eps))
+    return torch.nn.functional.pad(y, (pad,) * 4, mode="reflect") if pad else y

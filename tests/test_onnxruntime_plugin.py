@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from op_feeds import attention_node_model, feeds, reference, rel_l2
+from op_feeds import attention_node_model, feeds, group_norm_silu_reference, reference, rel_l2
 from native_build import library
 
 ort = pytest.importorskip("onnxruntime")
@@ -180,12 +180,6 @@ def group_norm_model(elem: int = TensorProto.FLOAT, attrs: dict | None = None, x
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("naf", 1)]).SerializeToString()
 
 
-def gn_reference(x, gamma, beta, groups: int, pad: int) -> torch.Tensor:
-    y = torch.nn.functional.silu(torch.nn.functional.group_norm(
-        torch.from_numpy(x).double(), groups, torch.from_numpy(gamma).double(), torch.from_numpy(beta).double(), 1e-5))
-    return torch.nn.functional.pad(y, (pad,) * 4, mode="reflect") if pad else y
-
-
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape, groups, pad", [((1, 16, 9, 9), 4, 1), ((2, 32, 13, 37), 8, 0), ((2, 8, 20, 5), 2, 2)])
 def test_group_norm_silu_matches_pytorch(ort_lib: str, threads: int, shape, groups: int, pad: int) -> None:
@@ -195,7 +189,7 @@ def test_group_norm_silu_matches_pytorch(ort_lib: str, threads: int, shape, grou
     sess = session(ort_lib, group_norm_model(attrs={"num_groups": groups, "pad": pad, "epsilon": 1e-5},
                                              x_shape=list(shape)), threads)
     out = sess.run(None, {"x": x, "gamma": gamma, "beta": beta})[0]
-    assert rel_l2(out, gn_reference(x, gamma, beta, groups, pad)) < 1e-6
+    assert rel_l2(out, group_norm_silu_reference(x, gamma, beta, groups, pad)) < 1e-6
 
 
 def test_group_norm_silu_float16(ort_lib: str) -> None:
@@ -204,7 +198,7 @@ def test_group_norm_silu_float16(ort_lib: str) -> None:
     out = session(ort_lib, group_norm_model(TensorProto.FLOAT16)).run(
         None, {"x": x.astype(np.float16), "gamma": gamma.astype(np.float16), "beta": beta.astype(np.float16)})[0]
     assert out.dtype == np.float16 and out.shape == (1, 8, 8, 12)
-    ref = gn_reference(*(a.astype(np.float16).astype(np.float32) for a in (x, gamma, beta)), 4, 1)
+    ref = group_norm_silu_reference(*(a.astype(np.float16).astype(np.float32) for a in (x, gamma, beta)), 4, 1)
     assert rel_l2(out, ref) < 1e-3
 
 

@@ -113,13 +113,17 @@ def pytorch_output(model, batch: int, artifacts) -> np.ndarray:
         return model(image, features, OUTPUT_SIZE).numpy()
 
 
-def check_cli_run(binary, model, artifacts, plugin, name, batch, tmp_path, *extra, env=None) -> np.ndarray:
-    out = tmp_path / f"out_{name}.npy"
+def cli_args(artifacts, name: str, batch: int, out, plugin: str, *extra) -> list:
+    """naf-ort-run arguments for artifact ``name`` on the batch-``batch`` inputs, writing ``out``
+    (the plugin only for fused models)."""
     args = ["--model", artifacts[name], "--image", artifacts[f"image{batch}"], "--features",
             artifacts[f"features{batch}"], "--output", out, "--threads", THREADS, *extra]  # fmt: skip
-    if "fused" in name:
-        args += ["--plugin", plugin]
-    result = run_cli(binary, *args, env=env)
+    return args + ["--plugin", plugin] if "fused" in name else args
+
+
+def check_cli_run(binary, model, artifacts, plugin, name, batch, tmp_path, *extra, env=None) -> np.ndarray:
+    out = tmp_path / f"out_{name}.npy"
+    result = run_cli(binary, *cli_args(artifacts, name, batch, out, plugin, *extra), env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "latency: median" in result.stdout and "peak RSS" in result.stdout, result.stdout
     cli = np.load(out)
@@ -323,11 +327,7 @@ def test_cli_and_npy_reader_under_asan(tmp_path_factory, model, artifacts, corru
     for name, batch, extra in (("fused", 1, ["--repeat", "2"]), ("portable", 1, []),
                                ("fused_dynamic", 2, ["--lean-memory"])):  # fmt: skip
         out = tmp_path / f"asan_{name}.npy"
-        args = ["--model", artifacts[name], "--image", artifacts[f"image{batch}"], "--features",
-                artifacts[f"features{batch}"], "--output", out, "--threads", THREADS, *extra]  # fmt: skip
-        if "fused" in name:
-            args += ["--plugin", asan_plugin]
-        result = run_cli(binary, *args, env=env)
+        result = run_cli(binary, *cli_args(artifacts, name, batch, out, asan_plugin, *extra), env=env)
         clean(result)
         assert result.returncode == 0, result.stdout + result.stderr
         py = python_runner_output(artifacts[name], str(library("naf_onnxruntime")), batch, artifacts)

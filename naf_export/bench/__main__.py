@@ -41,18 +41,19 @@ def _bundled_calibration(ratio: int, args: argparse.Namespace) -> list:
 
 
 def _prepare_onnx(backend: str, ratio: int, args: argparse.Namespace, workdir: Path,
-                  encoder_ops: str | None = None) -> list[str]:
-    """Export the model and save the inputs in this (parent) process; return worker flags.
-    ``encoder_ops`` defaults to what ``--target onnxruntime`` writes for the backend's attention."""
+                  target: str = "onnxruntime") -> list[str]:
+    """Export the model as ``--target`` ``target`` writes it for the backend's attention (image
+    encoder: ``-onnx-encoder`` asks for standard operators) and save the inputs in this (parent)
+    process; return worker flags."""
     import numpy as np
 
     from ..checkpoint import load_naf
     from ..onnx_export import export_onnx
     from ..samples import sample_batch
+    from ..targets import encoder_ops_for
 
     attention = "portable" if backend.endswith("portable") else "fused"
-    if encoder_ops is None:  # as --target onnxruntime writes the model
-        encoder_ops = "fused" if attention == "fused" and not backend.endswith("-onnx-encoder") else "onnx"
+    encoder_ops = encoder_ops_for(target, attention, "onnx" if backend.endswith("-onnx-encoder") else None)
     size = (args.features * ratio,) * 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -80,7 +81,7 @@ def _prepare_openvino(backend: str, ratio: int, args: argparse.Namespace, workdi
     calibration set) in this (parent) process; return worker flags."""
     from ..targets.openvino import convert_ir
 
-    flags = _prepare_onnx("onnxruntime", ratio, args, workdir, encoder_ops="onnx")  # as --target openvino
+    flags = _prepare_onnx("onnxruntime", ratio, args, workdir, target="openvino")
     onnx_path = Path(flags[1])
     precision = "int8" if backend == "openvino-int8" else "fp32"
     calibration = _bundled_calibration(ratio, args) if precision == "int8" else None

@@ -69,24 +69,24 @@ class ExportRequest:
         self.out = Path(self.out)
 
 
-#: Targets whose runtime has the fused encoder kernels naf::GroupNormSiLU and naf::AxialRoPE (the
-#: ONNX Runtime plugin, CPU), and whether they use them by default. ``onnx`` writes them only on
-#: request: its file is meant for any runtime.
-_FUSED_ENCODER_OPS_DEFAULT = {"onnxruntime": True, "onnx": False}
+#: Targets that may write the fused encoder nodes naf::GroupNormSiLU and naf::AxialRoPE (kernels in
+#: the ONNX Runtime plugin, CPU), with their default for a fused-attention model. ``onnx`` writes
+#: them only on request: its file is meant for any runtime.
+_ENCODER_OPS_DEFAULT = {"onnxruntime": "fused", "onnx": "onnx"}
 
 
-def encoder_ops_for(request: ExportRequest, target: str) -> str:
-    """The image-encoder form ``target`` exports: ``request.encoder_ops`` if set, else ``fused``
-    where the runtime implements it (and the model is plugin-bound anyway: fused attention)."""
-    if target not in _FUSED_ENCODER_OPS_DEFAULT:
-        if request.encoder_ops == "fused":
+def encoder_ops_for(target: str, attention: str, requested: str | None = None) -> str:
+    """The image-encoder form ``target`` exports: ``requested`` if given (``--encoder-ops``), else
+    ``fused`` where the runtime implements it and the model is plugin-bound anyway (fused attention)."""
+    if target not in _ENCODER_OPS_DEFAULT:
+        if requested == "fused":
             raise ValueError(f"encoder_ops: 'fused' (naf::GroupNormSiLU, naf::AxialRoPE) is implemented by the ONNX "
                              "Runtime plugin only; "
                              f"--target {target} needs --encoder-ops onnx")
         return "onnx"
-    if request.encoder_ops is not None:
-        return request.encoder_ops
-    return "fused" if _FUSED_ENCODER_OPS_DEFAULT[target] and request.attention == "fused" else "onnx"
+    if requested is not None:
+        return requested
+    return _ENCODER_OPS_DEFAULT[target] if attention == "fused" else "onnx"
 
 
 def write_onnx(request: ExportRequest, report: Report, target: str) -> Path:
@@ -98,7 +98,7 @@ def write_onnx(request: ExportRequest, report: Report, target: str) -> Path:
         request.model, request.out / f"naf_{request.attention}.onnx",
         image_size=config.image_size, feature_size=config.feature_size, channels=config.channels,
         output_size=config.output_size, attention=request.attention, dynamic_batch=request.dynamic_batch,
-        encoder_ops=encoder_ops_for(request, target),
+        encoder_ops=encoder_ops_for(target, request.attention, request.encoder_ops),
     )
     report.artifacts["onnx"] = str(path)
     return path

@@ -49,6 +49,38 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
+// A required attribute of the node; missing or of another type is an error naming it.
+OrtStatusPtr required_attribute(const OrtKernelInfo* info, const char* op, const char* name, int64_t* out) {
+  if (OrtStatus* st = g_api->KernelInfoGetAttribute_int64(info, name, out)) {
+    g_api->ReleaseStatus(st);
+    return make_error(std::string("attribute '") + name + "' (int) is required and missing or not an int",
+                      ORT_INVALID_ARGUMENT, op);
+  }
+  return nullptr;
+}
+
+OrtStatusPtr required_attribute(const OrtKernelInfo* info, const char* op, const char* name, float* out) {
+  if (OrtStatus* st = g_api->KernelInfoGetAttribute_float(info, name, out)) {
+    g_api->ReleaseStatus(st);
+    return make_error(std::string("attribute '") + name + "' (float) is required and missing or not a float",
+                      ORT_INVALID_ARGUMENT, op);
+  }
+  return nullptr;
+}
+
+// An optional attribute: `*out` keeps its default when the node has none.
+void optional_attribute(const OrtKernelInfo* info, const char* name, int64_t* out) {
+  int64_t value = 0;
+  if (OrtStatus* st = g_api->KernelInfoGetAttribute_int64(info, name, &value)) return g_api->ReleaseStatus(st);
+  *out = value;
+}
+
+void optional_attribute(const OrtKernelInfo* info, const char* name, float* out) {
+  float value = 0;
+  if (OrtStatus* st = g_api->KernelInfoGetAttribute_float(info, name, &value)) return g_api->ReleaseStatus(st);
+  *out = value;
+}
+
 struct Attributes {
   int64_t num_heads = 0;
   float scale = 0;
@@ -56,18 +88,11 @@ struct Attributes {
 
 // Reads num_heads (int, > 0) and scale (float), both required.
 OrtStatusPtr read_attributes(const OrtKernelInfo* info, Attributes* out) {
-  if (OrtStatus* st = g_api->KernelInfoGetAttribute_int64(info, "num_heads", &out->num_heads)) {
-    g_api->ReleaseStatus(st);
-    return make_error("attribute 'num_heads' (int) is required and missing or not an int");
-  }
+  if (OrtStatusPtr st = required_attribute(info, kOpName, "num_heads", &out->num_heads)) return st;
   if (out->num_heads <= 0) {
     return make_error("attribute 'num_heads' must be > 0, got " + std::to_string(out->num_heads));
   }
-  if (OrtStatus* st = g_api->KernelInfoGetAttribute_float(info, "scale", &out->scale)) {
-    g_api->ReleaseStatus(st);
-    return make_error("attribute 'scale' (float) is required and missing or not a float");
-  }
-  return nullptr;
+  return required_attribute(info, kOpName, "scale", &out->scale);
 }
 
 // Shapes of the five inputs, checked against each other; fills the core's shape struct.
@@ -183,30 +208,24 @@ struct GnAttributes {
   int64_t pad = 0;
 };
 
-// num_groups (int, required), epsilon (float, default 1e-5), pad (int, default 0).
-OrtStatusPtr read_gn_attributes(const OrtKernelInfo* info, GnAttributes* out) {
-  if (OrtStatus* st = g_api->KernelInfoGetAttribute_int64(info, "num_groups", &out->num_groups)) {
-    g_api->ReleaseStatus(st);
-    return make_error("attribute 'num_groups' (int) is required and missing or not an int", ORT_INVALID_ARGUMENT,
-                      kGnOpName);
-  }
-  if (OrtStatus* st = g_api->KernelInfoGetAttribute_float(info, "epsilon", &out->epsilon)) {
-    g_api->ReleaseStatus(st);
-    out->epsilon = 1e-5f;
-  }
-  if (OrtStatus* st = g_api->KernelInfoGetAttribute_int64(info, "pad", &out->pad)) {
-    g_api->ReleaseStatus(st);
-    out->pad = 0;
-  }
-  return nullptr;
-}
-
 struct GnCpuKernel {
+  static constexpr const char* kName = kGnOpName;
+  static constexpr size_t kNumInputs = 3;
   GnAttributes attrs;
 
+  // num_groups (int, required), epsilon (float, default 1e-5), pad (int, default 0).
+  static OrtStatusPtr Create(const OrtKernelInfo* info, void** kernel) {
+    GnAttributes attrs;
+    if (OrtStatusPtr st = required_attribute(info, kName, "num_groups", &attrs.num_groups)) return st;
+    optional_attribute(info, "epsilon", &attrs.epsilon);
+    optional_attribute(info, "pad", &attrs.pad);
+    *kernel = new GnCpuKernel{attrs};
+    return nullptr;
+  }
+
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    return guarded(kGnOpName, [&]() -> OrtStatusPtr {
-      const auto error = [](const std::string& message) { return make_error(message, ORT_INVALID_ARGUMENT, kGnOpName); };
+    return guarded(kName, [&]() -> OrtStatusPtr {
+      const auto error = [](const std::string& message) { return make_error(message, ORT_INVALID_ARGUMENT, kName); };
       Ort::KernelContext ctx(context);
       auto x_info = ctx.GetInput(0).GetTensorTypeAndShapeInfo();
       const std::vector<int64_t> x = x_info.GetShape();
@@ -224,7 +243,7 @@ struct GnCpuKernel {
       if (naf_gn_silu_check_shape(&shape, message, sizeof message) != 0) return error(message);
       void* out = ctx.GetOutput(0, {x[0], x[1], x[2] + 2 * attrs.pad, x[3] + 2 * attrs.pad}).GetTensorMutableRawData();
       if (shape.batch == 0) return nullptr;
-      return run_cpu_forward(context, kGnOpName, [&](NafParallelFor pf, void* runner, int tasks, char* msg, size_t size) {
+      return run_cpu_forward(context, kName, [&](NafParallelFor pf, void* runner, int tasks, char* msg, size_t size) {
         return naf_gn_silu_forward_cpu(&shape, naf_dtype(x_info.GetElementType()), ctx.GetInput(0).GetTensorRawData(),
                                        ctx.GetInput(1).GetTensorRawData(), ctx.GetInput(2).GetTensorRawData(),
                                        attrs.epsilon, out, pf, runner, tasks, msg, size);
@@ -238,11 +257,20 @@ struct GnCpuKernel {
 // Q = D / num_heads / 4; output (B, D, H, W).
 
 struct RopeCpuKernel {
+  static constexpr const char* kName = kRopeOpName;
+  static constexpr size_t kNumInputs = 5;
   int64_t num_heads = 0;
 
+  static OrtStatusPtr Create(const OrtKernelInfo* info, void** kernel) {
+    int64_t heads = 0;
+    if (OrtStatusPtr st = required_attribute(info, kName, "num_heads", &heads)) return st;
+    *kernel = new RopeCpuKernel{heads};
+    return nullptr;
+  }
+
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    return guarded(kRopeOpName, [&]() -> OrtStatusPtr {
-      const auto error = [](const std::string& message) { return make_error(message, ORT_INVALID_ARGUMENT, kRopeOpName); };
+    return guarded(kName, [&]() -> OrtStatusPtr {
+      const auto error = [](const std::string& message) { return make_error(message, ORT_INVALID_ARGUMENT, kName); };
       Ort::KernelContext ctx(context);
       auto x_info = ctx.GetInput(0).GetTensorTypeAndShapeInfo();
       const std::vector<int64_t> x = x_info.GetShape();
@@ -262,7 +290,7 @@ struct RopeCpuKernel {
       }
       void* out = ctx.GetOutput(0, x).GetTensorMutableRawData();
       if (shape.batch == 0) return nullptr;
-      return run_cpu_forward(context, kRopeOpName, [&](NafParallelFor pf, void* runner, int tasks, char* msg, size_t size) {
+      return run_cpu_forward(context, kName, [&](NafParallelFor pf, void* runner, int tasks, char* msg, size_t size) {
         return naf_rope_forward_cpu(&shape, naf_dtype(x_info.GetElementType()), ctx.GetInput(0).GetTensorRawData(),
                                     ctx.GetInput(1).GetTensorRawData(), ctx.GetInput(2).GetTensorRawData(),
                                     ctx.GetInput(3).GetTensorRawData(), ctx.GetInput(4).GetTensorRawData(), out, pf,
@@ -379,47 +407,21 @@ struct CrossScaleOp : Ort::CustomOpBase<CrossScaleOp<Kernel>, Kernel, /*WithStat
   ONNXTensorElementDataType type_;
 };
 
-// One op per element type. No shape inference function: ORT builds one schema per op name from
-// the first op registered, and a static inference function would give float16 nodes a float32
-// output type; without one, ORT propagates the input type and learns shapes at run time.
-template <ONNXTensorElementDataType kType>
-struct GroupNormSiLUOp : Ort::CustomOpBase<GroupNormSiLUOp<kType>, GnCpuKernel, /*WithStatus=*/true> {
-  GroupNormSiLUOp() { this->version = kOrtApiVersion; }
+// The image-encoder ops (GnCpuKernel, RopeCpuKernel), one per element type. No shape inference
+// function: ORT builds one schema per op name from the first op registered, and a static
+// inference function would give float16 nodes a float32 output type; without one, ORT propagates
+// the input type and learns shapes at run time.
+template <typename Kernel, ONNXTensorElementDataType kType>
+struct EncoderCpuOp : Ort::CustomOpBase<EncoderCpuOp<Kernel, kType>, Kernel, /*WithStatus=*/true> {
+  EncoderCpuOp() { this->version = kOrtApiVersion; }
 
   OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info, void** kernel) const {
-    GnAttributes attrs;
-    if (OrtStatusPtr st = read_gn_attributes(info, &attrs)) return st;
-    *kernel = new GnCpuKernel{attrs};
-    return nullptr;
+    return Kernel::Create(info, kernel);
   }
 
-  const char* GetName() const { return kGnOpName; }
+  const char* GetName() const { return Kernel::kName; }
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  size_t GetInputTypeCount() const { return 3; }
-  ONNXTensorElementDataType GetInputType(size_t /*index*/) const { return kType; }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t /*index*/) const { return kType; }
-};
-
-// As GroupNormSiLUOp: one op per element type, no shape inference function.
-template <ONNXTensorElementDataType kType>
-struct AxialRopeOp : Ort::CustomOpBase<AxialRopeOp<kType>, RopeCpuKernel, /*WithStatus=*/true> {
-  AxialRopeOp() { this->version = kOrtApiVersion; }
-
-  OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info, void** kernel) const {
-    int64_t heads = 0;
-    if (OrtStatus* st = g_api->KernelInfoGetAttribute_int64(info, "num_heads", &heads)) {
-      g_api->ReleaseStatus(st);
-      return make_error("attribute 'num_heads' (int) is required and missing or not an int", ORT_INVALID_ARGUMENT,
-                        kRopeOpName);
-    }
-    *kernel = new RopeCpuKernel{heads};
-    return nullptr;
-  }
-
-  const char* GetName() const { return kRopeOpName; }
-  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  size_t GetInputTypeCount() const { return 5; }
+  size_t GetInputTypeCount() const { return Kernel::kNumInputs; }
   ONNXTensorElementDataType GetInputType(size_t /*index*/) const { return kType; }
   size_t GetOutputTypeCount() const { return 1; }
   ONNXTensorElementDataType GetOutputType(size_t /*index*/) const { return kType; }
@@ -444,10 +446,10 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
 
   static CrossScaleOp<CpuKernel> cpu_float("CPUExecutionProvider", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
   static CrossScaleOp<CpuKernel> cpu_half("CPUExecutionProvider", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16);
-  static GroupNormSiLUOp<ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT> gn_float;
-  static GroupNormSiLUOp<ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16> gn_half;
-  static AxialRopeOp<ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT> rope_float;
-  static AxialRopeOp<ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16> rope_half;
+  static EncoderCpuOp<GnCpuKernel, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT> gn_float;
+  static EncoderCpuOp<GnCpuKernel, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16> gn_half;
+  static EncoderCpuOp<RopeCpuKernel, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT> rope_float;
+  static EncoderCpuOp<RopeCpuKernel, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16> rope_half;
 #ifdef NAF_ORT_WITH_CUDA
   static CrossScaleOp<CudaKernel> cuda_float("CUDAExecutionProvider", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
   static CrossScaleOp<CudaKernel> cuda_half("CUDAExecutionProvider", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16);

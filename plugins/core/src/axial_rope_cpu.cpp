@@ -4,24 +4,19 @@
 
 #include "cpu_common.h"
 
-#include <atomic>
 #include <cmath>
-#include <thread>
 #include <type_traits>
 #include <vector>
 
 namespace naf_cpu {
 namespace {
 
-struct RopeProblem {
+struct RopeProblem : WorkQueue {
   NafRopeShape shape{};
   NafDType dtype = NAF_DTYPE_FLOAT32;
   const void* x = nullptr;
   void* y = nullptr;
   std::vector<float> cos_h, sin_h, cos_w, sin_w;  // the tables in float32
-  i64 num_items = 0;                              // channel pairs: B * D / 2
-  std::atomic<i64> next_item{0};
-  std::atomic<int> failed{0};
 };
 
 }  // namespace
@@ -72,13 +67,8 @@ int forward(const NafRopeShape* shape, NafDType dtype, const void* x, const void
     pb.sin_h = table_as_float(sin_h, dtype, quarter * s.height);
     pb.cos_w = table_as_float(cos_w, dtype, quarter * s.width);
     pb.sin_w = table_as_float(sin_w, dtype, quarter * s.width);
-    pb.num_items = s.batch * s.channels / 2;
-    if (num_tasks <= 0) num_tasks = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    if (run_tasks(pb, NAF_ISA_PICK(rope_worker), parallel_for, runner_data, num_tasks) != 0) {
-      return report(message, message_size, NAF_CSNA_ERROR_RESOURCE,
-                    "out of memory for row scratch, or the host runtime's parallel_for failed");
-    }
-    return 0;
+    pb.num_items = s.batch * s.channels / 2;  // channel pairs
+    return run_tasks(pb, NAF_ISA_PICK(rope_worker), parallel_for, runner_data, num_tasks, message, message_size);
   });
 }
 

@@ -13,6 +13,7 @@
 #include <initializer_list>
 #include <memory>
 #include <new>
+#include <thread>
 
 #include "naf/cross_scale_attention.h"  // NafParallelFor
 
@@ -187,12 +188,27 @@ inline Isa select_isa() {
 #define NAF_ISA_PICK(name) (generic::name)
 #endif
 
-// Runs `worker(pb)` as up to `num_tasks` tasks through the host's `parallel_for`, or on the
-// calling thread when there is none. Workers pull items from pb.next_item until pb.num_items;
-// any a runner left undone (it may skip work only by failing) are finished here. Returns 0, or
-// NAF_CSNA_ERROR_RESOURCE when the runner or a worker (pb.failed) failed.
+// The items of one kernel call, shared by its workers: each takes the next until none is left,
+// and all stop once one has failed (it stores an NAF_CSNA_ERROR_* code in `failed`).
+struct WorkQueue {
+  i64 num_items = 0;
+  std::atomic<i64> next_item{0};
+  std::atomic<int> failed{0};
+
+  // The next item to do, or -1 when none is left or a worker failed.
+  i64 take() {
+    const i64 item = next_item.fetch_add(1, std::memory_order_relaxed);
+    return item < num_items && failed.load(std::memory_order_relaxed) == 0 ? item : -1;
+  }
+};
+
+// Runs `worker(pb)` (a loop over pb.take()) as up to `num_tasks` tasks through the host's
+// `parallel_for` (num_tasks <= 0: one per hardware thread), or on the calling thread when there is
+// none; items a runner left undone (it may skip work only by failing) are finished here. Returns
+// 0, or NAF_CSNA_ERROR_RESOURCE with the reason written to `message`.
 template <typename Problem>
-int run_tasks(Problem& pb, void (*worker)(Problem&), NafParallelFor parallel_for, void* runner_data, int num_tasks) {
+int run_tasks(Problem& pb, void (*worker)(Problem&), NafParallelFor parallel_for, void* runner_data, int num_tasks,
+              char* message, size_t message_size) {
   struct Task {
     Problem* problem;
     void (*worker)(Problem&);
@@ -201,14 +217,20 @@ int run_tasks(Problem& pb, void (*worker)(Problem&), NafParallelFor parallel_for
       task->worker(*task->problem);
     }
   };
+  if (num_tasks <= 0) num_tasks = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   pb.next_item.store(0);
   if (parallel_for != nullptr && pb.num_items > 0) {
     Task task{&pb, worker};
     const int64_t tasks = std::clamp<int64_t>(num_tasks, 1, pb.num_items);
-    if (parallel_for(runner_data, &Task::run, &task, static_cast<size_t>(tasks)) != 0) return NAF_CSNA_ERROR_RESOURCE;
+    if (parallel_for(runner_data, &Task::run, &task, static_cast<size_t>(tasks)) != 0) {
+      return report(message, message_size, NAF_CSNA_ERROR_RESOURCE, "the host runtime's parallel_for failed");
+    }
   }
   if (pb.failed.load() == 0 && pb.next_item.load() < pb.num_items) worker(pb);
-  return pb.failed.load() != 0 ? NAF_CSNA_ERROR_RESOURCE : 0;
+  if (pb.failed.load() != 0) {
+    return report(message, message_size, NAF_CSNA_ERROR_RESOURCE, "out of memory allocating kernel scratch");
+  }
+  return 0;
 }
 
 }  // namespace

@@ -134,7 +134,7 @@ double plan_cost(const AxisPlan& rows, const AxisPlan& cols, i64 dq, i64 e) {
 
 // ---------------------------------------------------------------------------------------------
 
-struct Problem {
+struct Problem : WorkQueue {
   NafCsnaShape shape;
   NafDType dtype;
   i64 dq, e;
@@ -151,9 +151,7 @@ struct Problem {
   // float32 output whose planes and rows start on 64-byte boundaries: whole-vector row segments
   // are written with non-temporal stores (the output is far larger than any cache).
   bool stream_output = false;
-  i64 col_groups = 1, num_items = 0;
-  std::atomic<i64> next_item{0};
-  std::atomic<int> failed{0};
+  i64 col_groups = 1;
 };
 
 }  // namespace
@@ -194,11 +192,6 @@ struct TaskRunner {
   void* runner_data;
   int num_tasks;
 };
-
-void run_task(void* data, size_t /*index*/) {
-  auto* pair = static_cast<std::pair<Problem*, const Kernel*>*>(data);
-  pair->second->worker(*pair->first);
-}
 
 int forward(const NafCsnaShape* shape, NafDType dtype, const void* query, const void* key, const void* value,
             const int32_t* row_index, const int32_t* col_index, float scale, void* output, int num_threads,
@@ -275,15 +268,9 @@ int forward(const NafCsnaShape* shape, NafDType dtype, const void* query, const 
     workers = static_cast<int>(std::min<i64>(workers, pb.num_items));
 
     if (runner) {
-      std::pair<Problem*, const Kernel*> task_data{&pb, &kernel};
-      if (runner->parallel_for(runner->runner_data, run_task, &task_data, static_cast<size_t>(workers)) != 0) {
-        return report(message, message_size, NAF_CSNA_ERROR_RESOURCE, "the host runtime's parallel_for failed");
-      }
-      // A runner may legally skip work only by failing; make sure nothing was left undone.
-      if (pb.failed.load() == 0 && pb.next_item.load() < pb.num_items) kernel.worker(pb);
-    } else {
-      run_on_threads(pb, kernel, workers);
+      return run_tasks(pb, kernel.worker, runner->parallel_for, runner->runner_data, workers, message, message_size);
     }
+    run_on_threads(pb, kernel, workers);
     if (pb.failed.load() != 0) {
       return report(message, message_size, NAF_CSNA_ERROR_RESOURCE, "out of memory allocating kernel scratch");
     }

@@ -6,9 +6,7 @@
 
 #include "cpu_common.h"
 
-#include <atomic>
 #include <cmath>
-#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -17,7 +15,7 @@ namespace {
 
 enum class GnPhase { moments, apply };
 
-struct GnProblem {
+struct GnProblem : WorkQueue {
   NafGnShape shape{};
   NafDType dtype = NAF_DTYPE_FLOAT32;
   const void* x = nullptr;
@@ -25,9 +23,6 @@ struct GnProblem {
   std::vector<float> shift, scale, bias;  // per plane (n, c)
   std::vector<double> sum, sum_sq;        // per plane, of x - shift
   GnPhase phase = GnPhase::moments;
-  i64 num_items = 0;
-  std::atomic<i64> next_item{0};
-  std::atomic<int> failed{0};
 };
 
 }  // namespace
@@ -44,9 +39,9 @@ using GnWorker = void (*)(GnProblem&);
 
 
 int run_phase(GnProblem& pb, GnPhase phase, GnWorker worker, NafParallelFor parallel_for, void* runner_data,
-              int num_tasks) {
+              int num_tasks, char* message, size_t message_size) {
   pb.phase = phase;
-  return run_tasks(pb, worker, parallel_for, runner_data, num_tasks);
+  return run_tasks(pb, worker, parallel_for, runner_data, num_tasks, message, message_size);
 }
 
 // Group statistics from the per-plane moments -> per-plane scale and bias of the affine step.
@@ -114,22 +109,16 @@ int forward(const NafGnShape* shape, NafDType dtype, const void* x, const void* 
     for (auto* v : {&pb.shift, &pb.scale, &pb.bias}) v->assign(static_cast<size_t>(planes), 0.0f);
     pb.sum.assign(static_cast<size_t>(planes), 0.0);
     pb.sum_sq.assign(static_cast<size_t>(planes), 0.0);
-    if (num_tasks <= 0) num_tasks = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     const GnWorker worker = NAF_ISA_PICK(gn_worker);
-    rc = run_phase(pb, GnPhase::moments, worker, parallel_for, runner_data, num_tasks);
-    if (rc == 0) {
-      if (dtype == NAF_DTYPE_FLOAT16) {
-        combine(pb, static_cast<const uint16_t*>(gamma), static_cast<const uint16_t*>(beta), epsilon);
-      } else {
-        combine(pb, static_cast<const float*>(gamma), static_cast<const float*>(beta), epsilon);
-      }
-      rc = run_phase(pb, GnPhase::apply, worker, parallel_for, runner_data, num_tasks);
+    const int moments = run_phase(pb, GnPhase::moments, worker, parallel_for, runner_data, num_tasks, message,
+                                  message_size);
+    if (moments != 0) return moments;
+    if (dtype == NAF_DTYPE_FLOAT16) {
+      combine(pb, static_cast<const uint16_t*>(gamma), static_cast<const uint16_t*>(beta), epsilon);
+    } else {
+      combine(pb, static_cast<const float*>(gamma), static_cast<const float*>(beta), epsilon);
     }
-    if (rc != 0) {
-      return report(message, message_size, NAF_CSNA_ERROR_RESOURCE,
-                    "out of memory for row scratch, or the host runtime's parallel_for failed");
-    }
-    return 0;
+    return run_phase(pb, GnPhase::apply, worker, parallel_for, runner_data, num_tasks, message, message_size);
   });
 }
 
