@@ -134,6 +134,20 @@ def check_attention_inputs(
         )
 
 
+def _index_table(name: str, table: torch.Tensor | None, out_size: int, in_size: int, kernel_size: int,
+                 device: torch.device) -> torch.Tensor:
+    """``table`` checked against the contract ((out_size, K) integers in [0, in_size)), or NAF's."""
+    if table is None:
+        return neighborhood_index(in_size, out_size, kernel_size).to(device)
+    if not isinstance(table, torch.Tensor) or table.is_floating_point() or table.is_complex():
+        raise ValueError(f"{name}: expected an integer torch.Tensor, got {type(table).__name__}")
+    if tuple(table.shape) != (out_size, kernel_size):
+        raise ValueError(f"{name}: expected shape ({out_size}, {kernel_size}), got {_shape_str(table)}")
+    if table.numel() and (int(table.min()) < 0 or int(table.max()) >= in_size):
+        raise ValueError(f"{name}: entries must lie in [0, {in_size}), got [{int(table.min())}, {int(table.max())}]")
+    return table.to(device=device, dtype=torch.long)
+
+
 def cross_scale_neighborhood_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -141,6 +155,9 @@ def cross_scale_neighborhood_attention(
     num_heads: int,
     kernel_size: int = 9,
     scale: float | None = None,
+    *,
+    row_index: torch.Tensor | None = None,
+    col_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attend from every high-resolution query pixel to its window of low-resolution keys.
 
@@ -151,6 +168,9 @@ def cross_scale_neighborhood_attention(
         num_heads: number of attention heads.
         kernel_size: window size ``K`` (odd).
         scale: logit scale, default ``(Dq / num_heads) ** -0.5``.
+        row_index, col_index: the windows as the operator's index tables, ``(H, K)`` and ``(W, K)``
+            integers in ``[0, h)`` / ``[0, w)``; by default NAF's (:func:`neighborhood_index`). Given
+            explicitly, any tables (the operator contract's inputs 3 and 4) are honoured.
 
     Returns:
         ``(B, C, H, W)`` in ``value``'s dtype, computed in float32.
@@ -163,8 +183,8 @@ def cross_scale_neighborhood_attention(
     if scale is None:
         scale = dq**-0.5
 
-    row_index = neighborhood_index(in_h, out_h, k).to(query.device)
-    col_index = neighborhood_index(in_w, out_w, k).to(query.device)
+    row_index = _index_table("row_index", row_index, out_h, in_h, k, query.device)
+    col_index = _index_table("col_index", col_index, out_w, in_w, k, query.device)
 
     # Heads first, channels last; float32 whatever the storage type.
     q = query.float().view(b, heads, dq, out_h, out_w).permute(0, 1, 3, 4, 2)  # B n H W dq
@@ -174,7 +194,13 @@ def cross_scale_neighborhood_attention(
     # Gather index for the column windows: (W, K, K) -> broadcast over (B, n, rows, W, K, K).
     col_gather = col_index.view(1, 1, 1, out_w, 1, k).expand(1, 1, 1, out_w, k, k)
 
-    rows_per_chunk = max(1, _CHUNK_ELEMENTS // (b * heads * out_w * k * in_w))
+    # A NaN/inf value must reach exactly the outputs whose window holds it (DESIGN.md section 2),
+    # but the dense product below multiplies the zero weights of keys outside a pixel's window by
+    # whole key rows of values (0 * inf = NaN). Such values take the exact path: each pixel's own
+    # K x K window of values. (One check of the small low-resolution map; a sync on GPU.)
+    exact_windows = not bool(torch.isfinite(vv).all())
+    row_elements = b * heads * out_w * k * (k * e if exact_windows else in_w)
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(1, row_elements))
     for r0 in range(0, out_h, rows_per_chunk):
         r1 = min(out_h, r0 + rows_per_chunk)
         n = r1 - r0
@@ -184,6 +210,10 @@ def cross_scale_neighborhood_attention(
         logits_rows = torch.matmul(q[:, :, r0:r1], key_rows).view(b, heads, n, out_w, k, in_w)
         logits = torch.gather(logits_rows, 5, col_gather.expand(b, heads, n, out_w, k, k))
         probs = torch.softmax(logits.reshape(b, heads, n, out_w, k * k) * scale, dim=-1)
+        if exact_windows:
+            windows = vv[:, :, rows][:, :, :, :, col_index]  # B n rows K(row taps) W K(col taps) e
+            out[:, :, r0:r1] = torch.einsum("bnrwac,bnrawce->bnrwe", probs.view(b, heads, n, out_w, k, k), windows)
+            continue
         # Scatter the window weights back onto the full key rows (duplicate columns add up),
         # then one batched product with the value rows.
         dense = torch.zeros_like(logits_rows)

@@ -136,7 +136,9 @@ class NAF(nn.Module):
 
     ``model(image, features, output_size)`` with ``image`` (B, 3, Hi, Wi), ``features``
     (B, C, h, w) and ``output_size`` (H, W) returns (B, C, H, W). ``C`` must be divisible by
-    ``num_heads``; ``h, w >= kernel_size``; ``H >= h`` and ``W >= w``.
+    ``num_heads``; ``h, w >= kernel_size``; ``H >= h`` and ``W >= w``. Non-finite inputs are not
+    rejected: they propagate as in the release (a NaN anywhere in the image makes every output
+    NaN through the GroupNorm statistics), so a poisoned frame stays visibly poisoned.
     Constructor defaults are those of the release checkpoint (662,528 parameters).
     """
 
@@ -173,6 +175,8 @@ class NAF(nn.Module):
                 raise ValueError(f"{name}: expected a floating-point tensor, got {t.dtype}")
         if image.shape[1] != 3:
             raise ValueError(f"image: expected 3 channels (RGB), got shape {tuple(image.shape)}")
+        if min(image.shape[2:]) < 2:  # the 3x3 convolutions pad by reflection, which needs 2 pixels
+            raise ValueError(f"image: expected at least 2x2 pixels, got shape {tuple(image.shape)}")
         if image.shape[0] != features.shape[0]:
             raise ValueError(
                 f"features: batch size {features.shape[0]} does not match image batch size "
@@ -194,15 +198,15 @@ class NAF(nn.Module):
             raise ValueError(
                 f"output_size: expected at least the feature size {in_h}x{in_w}, got {out_h}x{out_w}"
             )
-        for name, t in (("image", image), ("features", features)):
-            if not torch.isfinite(t).all():
-                raise ValueError(f"{name}: contains NaN or infinite values")
         return out_h, out_w
 
     def forward(
         self, image: torch.Tensor, features: torch.Tensor, output_size: tuple[int, int]
     ) -> torch.Tensor:
         output_size = self.check_inputs(image, features, output_size)
+        if image.shape[0] == 0:  # an empty batch gives an empty result, as torch modules do
+            dtype = self.image_encoder.rope.periods.dtype
+            return features.new_empty((0, features.shape[1], *output_size), dtype=dtype)
         queries = self.image_encoder(image.to(self.image_encoder.rope.periods.dtype), output_size)
         keys = F.adaptive_avg_pool2d(queries, features.shape[-2:])
         # The release casts values to the queries' dtype before attending.

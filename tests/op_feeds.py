@@ -13,16 +13,17 @@ from naf_export.attention import cross_scale_neighborhood_attention, neighborhoo
 INPUTS = ("query", "key", "value", "row_index", "col_index")
 
 
-def attention_node_model(elem: int, attrs: dict, shapes: dict) -> bytes:
+def attention_node_model(elem: int, attrs: dict, shapes: dict, naf_opset: int = 1) -> bytes:
     """A serialized model holding one naf::CrossScaleNeighborhoodAttention node; ``shapes`` maps
-    input names to dims (missing: unknown rank), ``elem`` is the float element type."""
+    input names to dims (missing: unknown rank), ``elem`` is the float element type, ``naf_opset``
+    the version of the naf domain it imports."""
     from onnx import TensorProto, helper
 
     types = {"row_index": TensorProto.INT32, "col_index": TensorProto.INT32}
     inputs = [helper.make_tensor_value_info(n, types.get(n, elem), shapes.get(n)) for n in INPUTS]
     node = helper.make_node("CrossScaleNeighborhoodAttention", list(INPUTS), ["out"], domain="naf", **attrs)
     graph = helper.make_graph([node], "csna", inputs, [helper.make_tensor_value_info("out", elem, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("naf", 1)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("naf", naf_opset)])
     return model.SerializeToString()
 
 

@@ -150,8 +150,7 @@ def test_non_finite_values_stay_in_their_windows(sizes, isa: str) -> None:
     """An inf in value (float16 overflow, say) must reach exactly the pixels whose K*K window
     holds it (DESIGN.md section 2 sums over the window only), also where the kernel would
     otherwise compute blocks of pixels against a shared union of keys (0 * inf = NaN). The
-    expected mask comes from the index tables: the PyTorch reference multiplies whole key rows by
-    zero weights, so it spreads non-finite values further."""
+    expected mask comes from the index tables; the PyTorch reference must give the same."""
     h, w, big_h, big_w, r0, c0 = sizes
     query, key, value = make_inputs(5, 1, 64, 64, (h, w), (big_h, big_w))  # wide heads: blocks merge runs
     finite_value = value.clone()
@@ -163,6 +162,43 @@ def test_non_finite_values_stay_in_their_windows(sizes, isa: str) -> None:
     assert torch.isfinite(out[0][:, ~attends]).all()
     ref = cross_scale_neighborhood_attention(query, key, finite_value, 1)
     assert_close_f32(torch.where(attends, 0.0, out), torch.where(attends, 0.0, ref))
+    poisoned_ref = cross_scale_neighborhood_attention(query, key, value, 1)
+    assert torch.equal(torch.isposinf(poisoned_ref[0]), torch.isposinf(out[0]))
+    assert torch.isfinite(poisoned_ref[0][:, ~attends]).all()
+    assert_close_f32(torch.where(attends, 0.0, poisoned_ref), torch.where(attends, 0.0, ref))
+
+
+# (which input, where, value): a NaN/inf reaching the logits poisons whole pixels (every channel
+# of the head), as softmax does in PyTorch; the kernel's vector max and exp must not drop it.
+POISONS = [
+    ("query", (0, 3, 20, 33), float("nan")),  # one pixel of head 0
+    ("key", (0, 3, 7, 9), float("nan")),  # every pixel whose window holds that key
+    ("key", (0, 9, 7, 9), float("inf")),  # +inf logits where q > 0, -inf where q < 0
+    ("key", (0, 9, 7, 9), float("-inf")),
+    ("scale", None, float("nan")),  # every pixel
+    ("scale", None, float("inf")),
+    ("value", (0, 10, 3, 4), float("nan")),  # that channel, where the window holds it
+]
+
+
+@pytest.mark.parametrize("poison", POISONS, ids=lambda p: f"{p[0]}-{p[2]}")
+def test_non_finite_inputs_poison_exactly_what_the_reference_poisons(poison, isa: str) -> None:
+    name, where, bad = poison
+    query, key, value = make_inputs(3, 1, 16, 24, (20, 22), (47, 60))  # 2 heads, e=12 != dq=8
+    inputs = {"query": query, "key": key, "value": value}
+    scale = 0.35
+    if name == "scale":
+        scale = bad
+    else:
+        inputs[name][where] = bad
+    ref = cross_scale_neighborhood_attention(*inputs.values(), 2, 9, scale)
+    out = run_native(*inputs.values(), 2, scale=scale)
+    poisoned = ~torch.isfinite(ref)
+    assert poisoned.any()
+    assert torch.equal(~torch.isfinite(out), poisoned)
+    assert torch.equal(torch.isnan(out), torch.isnan(ref))
+    if not poisoned.all():  # a non-finite scale poisons everything
+        assert_close_f32(torch.where(poisoned, 0.0, out), torch.where(poisoned, 0.0, ref))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -231,19 +231,19 @@ ov::OutputVector convert_onnx_node(const ov::frontend::NodeContext& node) {
   if (!node.has_attribute("scale")) {
     OPENVINO_THROW("naf::", kOpName, ": attribute 'scale' (float) is required and missing");
   }
-  int64_t num_heads = 0;
-  float scale = 0.0f;
-  try {
-    num_heads = node.get_attribute<int64_t>("num_heads");
-  } catch (const std::exception& e) {
-    OPENVINO_THROW("naf::", kOpName, ": attribute 'num_heads' must be an int: ", e.what());
+  // The attribute's own ONNX type, not get_attribute<T>, which would convert a float num_heads
+  // to an int where ONNX Runtime (and the contract) refuse it.
+  const ov::Any num_heads = node.get_attribute_as_any("num_heads");
+  if (!num_heads.is<int64_t>()) {
+    OPENVINO_THROW("naf::", kOpName, ": attribute 'num_heads' must be an int (ONNX INT), got ", num_heads.type_info().name());
   }
-  try {
-    scale = node.get_attribute<float>("scale");
-  } catch (const std::exception& e) {
-    OPENVINO_THROW("naf::", kOpName, ": attribute 'scale' must be a float: ", e.what());
+  // The ONNX frontend holds FLOAT attributes as double.
+  const ov::Any scale = node.get_attribute_as_any("scale");
+  if (!scale.is<double>() && !scale.is<float>()) {
+    OPENVINO_THROW("naf::", kOpName, ": attribute 'scale' must be a float (ONNX FLOAT), got ", scale.type_info().name());
   }
-  return std::make_shared<CrossScaleNeighborhoodAttention>(inputs, num_heads, scale)->outputs();
+  const float scale_value = scale.is<double>() ? static_cast<float>(scale.as<double>()) : scale.as<float>();
+  return std::make_shared<CrossScaleNeighborhoodAttention>(inputs, num_heads.as<int64_t>(), scale_value)->outputs();
 }
 
 std::vector<ov::Extension::Ptr> make_extensions() {

@@ -16,6 +16,7 @@ imported from this checkout; the native naf_export libraries are not needed):
   float32 rel_l2 < 1e-5, float16 storage min cosine similarity (per output channel map) > 0.999;
 * arbitrary valid index tables (exercises the kernel's in-CTA fallback) against a direct gather
   reference, and out-of-range entries (NaN outputs on exactly the affected pixels, error flag);
+* NaN/Inf in query, key, value and scale: NaN/Inf at exactly the reference's positions;
 * timing of the release case (ratio 16: 28x28 -> 448x448, Dq=256, C=384, 4 heads, K=9, and
   ratio 32 -> 896x896) in float32 and float16, next to the memory-bandwidth and FLOP floors.
 
@@ -213,6 +214,42 @@ def check_correctness(torch, kernel: Kernel, attention, rounds: int) -> bool:
     return ok
 
 
+def check_nonfinite(torch, kernel: Kernel, attention) -> bool:
+    """NaN/Inf inputs poison exactly what the PyTorch reference poisons (DESIGN.md section 2): a
+    non-finite logit the whole pixel (every channel of its head), a non-finite value exactly the
+    outputs whose window holds it, also where the tiled kernel's union of windows is wider than
+    a pixel's own window (0 * inf = NaN must not leak)."""
+    gen = torch.Generator().manual_seed(1)
+    poisons = [("query", (0, 3, 20, 33), float("nan")), ("key", (0, 3, 7, 9), float("nan")),
+               ("key", (0, 9, 7, 9), float("inf")), ("value", (0, 10, 3, 4), float("inf")),
+               ("value", (0, 100, 13, 14), float("nan")), ("scale", None, float("nan"))]
+    ok = True
+    for shape in ((1, 256, 384, 4, 28, 28, 448, 448), (1, 16, 24, 2, 20, 22, 47, 60)):
+        b, dq_all, c_all, heads, h, w, big_h, big_w = shape
+        for name, where, bad in poisons:
+            if name == "value" and where[1] >= c_all:
+                continue
+            t = {"query": torch.randn(b, dq_all, big_h, big_w, generator=gen),
+                 "key": torch.randn(b, dq_all, h, w, generator=gen), "value": torch.randn(b, c_all, h, w, generator=gen)}
+            scale = (dq_all // heads) ** -0.5
+            if name == "scale":
+                scale = bad
+            else:
+                t[name][where] = bad
+            ref = attention.cross_scale_neighborhood_attention(t["query"], t["key"], t["value"], heads, 9, scale)
+            ri = attention.neighborhood_index(h, big_h, 9).to(torch.int32).cuda()
+            ci = attention.neighborhood_index(w, big_w, 9).to(torch.int32).cuda()
+            got = kernel(*(x.cuda() for x in t.values()), heads, ri, ci, scale).cpu()
+            poisoned = ~torch.isfinite(ref)
+            same = bool(torch.equal(~torch.isfinite(got), poisoned)) and bool(torch.equal(torch.isnan(got), torch.isnan(ref)))
+            err = rel_l2(got[~poisoned], ref[~poisoned]) if not poisoned.all() else 0.0
+            good = same and err < 1e-5
+            ok &= good
+            print(f"{'ok  ' if good else 'FAIL'} non-finite {name}={bad} {shape}: same NaN/Inf positions {same}, "
+                  f"{int(poisoned.sum())} poisoned, rest rel_l2 {err:.2e}", flush=True)
+    return ok
+
+
 def measured_copy_bandwidth(torch) -> float:
     """Device-to-device copy bandwidth in GB/s (read + write), a realistic memory ceiling."""
     x = torch.empty(256 * 1024 * 1024, dtype=torch.uint8, device="cuda")
@@ -299,6 +336,7 @@ def main() -> int:
         dll = build_library(pathlib.Path(tmp), torch.cuda.get_device_capability())
         kernel = Kernel(dll, torch)
         ok = check_correctness(torch, kernel, attention, args.rounds)
+        ok &= check_nonfinite(torch, kernel, attention)
         if not args.no_timing:
             time_release_case(torch, kernel, attention, args.peak_bw_gbs, args.peak_tflops)
     print("\nALL CHECKS PASSED" if ok else "\nSOME CHECKS FAILED")

@@ -244,18 +244,21 @@ __device__ int list_window(const int32_t* __restrict__ index, int pos, int K, in
 // Copies channels [0, channels) of the union positions from global memory (channel planes of
 // h*w elements at `base`) into region[u * stride + channel] as float; channels [channels, padded)
 // are zero-filled. Consecutive threads take consecutive positions of one channel; the flat index
-// is advanced without divisions.
+// is advanced without divisions. Returns whether this thread staged a NaN or infinite value.
 template <typename T>
-__device__ void stage_union(float* region, int stride, const T* __restrict__ base, int64_t hw,
+__device__ bool stage_union(float* region, int stride, const T* __restrict__ base, int64_t hw,
                             const int* pos_offset, int U, int channels, int padded, int tid,
                             int nthreads) {
-  if (U == 0) return;
+  if (U == 0) return false;
   int t = tid / U;
   int u = tid - t * U;
   const int dt = nthreads / U;
   const int du = nthreads - dt * U;
+  bool nonfinite = false;
   while (t < padded) {
-    region[u * stride + t] = (t < channels) ? load(base, t * hw + pos_offset[u]) : 0.f;
+    const float x = (t < channels) ? load(base, t * hw + pos_offset[u]) : 0.f;
+    nonfinite = nonfinite || !isfinite(x);
+    region[u * stride + t] = x;
     u += du;
     t += dt;
     if (u >= U) {
@@ -263,6 +266,7 @@ __device__ void stage_union(float* region, int stride, const T* __restrict__ bas
       ++t;
     }
   }
+  return nonfinite;
 }
 
 template <typename T>
@@ -435,9 +439,35 @@ __global__ void __launch_bounds__(kMaxTileH * kTileW)
     const int nch = min(p.ec, p.e - ch0);
     const int nch_pad = round_up(nch, kChannelBlock);
     __syncthreads();  // phase 1 / the previous chunk is done with the region
-    stage_union(region, p.region_stride, vbase + ch0 * hw, hw, pos_offset, U, nch, nch_pad, tid,
-                nthreads);
-    __syncthreads();
+    const bool chunk_nonfinite = __syncthreads_or(
+        stage_union(region, p.region_stride, vbase + ch0 * hw, hw, pos_offset, U, nch, nch_pad, tid, nthreads));
+
+    if (chunk_nonfinite) {
+      // A NaN/inf value must reach exactly the outputs whose window holds it, but the dense
+      // product below multiplies it by the zero weights of pixels whose window misses it
+      // (0 * inf = NaN). Such chunks (rare) sum each pixel's own window positions instead.
+      const int ti = tid / kTileW;
+      const int tj = tid % kTileW;
+      const int i = i0 + ti;
+      const int j = j0 + tj;
+      const int nr = row_count[ti];
+      const int nc = col_count[tj];
+      if (i < p.H && j < p.W) {
+        const int* rl = row_list + ti * K;
+        const int* cl = col_list + tj * K;
+        T* __restrict__ opix = obase + static_cast<int64_t>(ch0) * HW + static_cast<int64_t>(i) * p.W + j;
+        for (int ch = 0; ch < nch; ++ch) {
+          float acc = 0.f;
+          for (int a = 0; a < nr; ++a)
+            for (int c = 0; c < nc; ++c) {
+              const int u = rl[a] * RW + cl[c];
+              acc = fmaf(probs[u * npix + tid], region[u * p.region_stride + ch], acc);
+            }
+          opix[static_cast<int64_t>(ch) * HW] = from_float<T>((nr < 0 || nc < 0) ? quiet_nan() : acc);
+        }
+      }
+      continue;  // CTA-uniform: every thread took this branch
+    }
 
     const int nblocks = nch_pad / kChannelBlock;
     for (int item = warp; item < tile_h * nblocks; item += nwarps) {
