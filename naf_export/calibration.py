@@ -50,11 +50,31 @@ def list_images(directory: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _load_features_file(path: Path) -> torch.Tensor:
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype a .npy file declares, read without loading its data."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f".npy format version {version} is not supported")
+        shape, _, dtype = read(f, max_header_size=10000)
+        return shape, dtype
+
+
+def _load_features_file(path: Path, expected: tuple[int, ...]) -> torch.Tensor:
     if path.suffix == ".npy":
+        # The header first: a file declaring another shape (petabytes, say) is refused unread.
+        try:
+            shape, dtype = _npy_header(path)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(f"features: cannot read {str(path)!r} as a numeric .npy array ({exc})") from exc
+        if dtype.kind not in "fiu" or shape not in (expected, (1, *expected)):
+            raise ValueError(f"features: {str(path)!r} declares a {dtype} array of shape {shape}; expected a numeric "
+                             f".npy array of shape (C, h, w) = {expected} (or with a leading batch of 1) to match the "
+                             "artifact")
         try:
             array = np.load(path, allow_pickle=False)  # pickled object arrays could run code
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, EOFError) as exc:
             raise ValueError(f"features: cannot read {str(path)!r} as a numeric .npy array ({exc})") from exc
         return torch.from_numpy(np.asarray(array, dtype=np.float32))
     try:
@@ -71,7 +91,7 @@ def _features_for(image_path: Path, rgb: torch.Tensor, config: ExportConfig) -> 
     for suffix in (".npy", ".pt"):
         path = image_path.with_suffix(suffix)
         if path.is_file():
-            feats = _load_features_file(path)
+            feats = _load_features_file(path, expected)
             if feats.dim() == 4 and feats.shape[0] == 1:
                 feats = feats[0]
             if tuple(feats.shape) != expected:

@@ -28,6 +28,8 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     ``state_dict`` / ``model``. Only tensors and plain containers are unpickled
     (``weights_only=True``): a file that would execute code is refused."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint: {path!r} is a directory; expected a checkpoint file (naf_release.pth)")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint: no such file {path!r}")
     try:

@@ -8,9 +8,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from .checkpoint import CheckpointError, load_naf
+from .checkpoint import load_naf
+from .errors import EXIT_OK, run_command
 from .pipeline import ExportConfig
-from .targets import TARGETS, ExportRequest, TargetUnavailable, run_target
+from .targets import TARGETS, ExportRequest, run_target
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +85,15 @@ def _setup_logging(verbose: bool) -> None:
     warnings.simplefilter("default")
 
 
+def _export(args: argparse.Namespace) -> int:
+    report = run_target(args.target, request_from_args(args))
+    print(report.summary())
+    print(f"  report       {args.out / 'report.json'}")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``naf-export``; the exit status is documented in :mod:`naf_export.errors`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["validate"]:
         from .validate import main as validate_main
@@ -92,17 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return validate_main(argv[1:])
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
-    try:
-        report = run_target(args.target, request_from_args(args))
-    except (ValueError, FileNotFoundError, CheckpointError) as exc:
-        print(f"naf-export: error: {exc}", file=sys.stderr)
-        return 2
-    except TargetUnavailable as exc:
-        print(f"naf-export: {args.target} is not available here: {exc}", file=sys.stderr)
-        return 3
-    print(report.summary())
-    print(f"  report       {args.out / 'report.json'}")
-    return 0
+    return run_command("naf-export", lambda: _export(args))
 
 
 if __name__ == "__main__":

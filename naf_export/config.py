@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ExportConfig", "config_from_shapes"]
+__all__ = ["ExportConfig", "check_count", "check_threads", "config_from_shapes"]
 
 
 @dataclass(frozen=True)
@@ -31,3 +31,21 @@ def config_from_shapes(image: Sequence, features: Sequence, output: Sequence, so
             f"got image {list(image)}, features {list(features)}, output {list(output)}"
         ) from exc
     return ExportConfig((dims[0], dims[1]), (dims[3], dims[4]), dims[2], (dims[5], dims[6]))
+
+
+def check_count(name: str, value: object, minimum: int = 1, maximum: int | None = None, hint: str = "") -> int:
+    """``value`` as an int in [minimum, maximum], else ValueError naming ``name`` (a bool is not
+    a count)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum or (
+            maximum is not None and value > maximum):
+        upper = f"..{maximum}" if maximum is not None else " or more"
+        raise ValueError(f"{name}: expected an int {minimum}{upper}{hint}, got {value!r}")
+    return value
+
+
+def check_threads(threads: object) -> int:
+    """Runtime threads: 0 (all cores) up to this machine's core count."""
+    import os
+
+    cores = os.cpu_count() or 1
+    return check_count("threads", threads, 0, cores, f" (0: all cores; this machine has {cores})")

@@ -21,9 +21,12 @@ import numpy as np
 __all__ = [
     "ABI_VERSION",
     "LIB_DIR_ENV",
+    "PLUGIN_ENTRY_POINTS",
     "aligned_empty",
     "axial_rope_cpu",
+    "check_plugin",
     "cross_scale_attention_cpu",
+    "elf_exported_symbols",
     "find_library",
     "group_norm_silu_cpu",
     "openvino_build_info",
@@ -91,6 +94,73 @@ def find_library(name: str) -> pathlib.Path:
         if path.is_file():
             return path
     raise FileNotFoundError(f"native library {file_name} not found; {_BUILD_HINT}")
+
+
+#: The entry point each runtime looks up in a plugin library: how a library's kind is told apart
+#: before anything loads it (a wrong library's constructors never run).
+PLUGIN_ENTRY_POINTS = {
+    "onnxruntime": ("RegisterCustomOps", "libnaf_onnxruntime.so", "ONNX Runtime custom-op library"),
+    "openvino": ("create_extensions", "libnaf_openvino.so", "OpenVINO extension library"),
+    "tensorrt": ("getCreators", "libnaf_tensorrt.so", "TensorRT plugin library"),
+}
+
+
+def elf_exported_symbols(path: str | os.PathLike[str]) -> set[str] | None:
+    """Names of the symbols an ELF shared library defines in its dynamic symbol table, read from
+    the file without loading it; None when the file is not ELF (macOS, Windows). Raises
+    ValueError for a truncated or malformed ELF file."""
+    import struct
+
+    data = pathlib.Path(path).read_bytes()
+    if data[:4] != b"\x7fELF":
+        return None
+    try:
+        is64, order = data[4] == 2, "<" if data[5] == 1 else ">"
+        if is64:
+            shoff, = struct.unpack_from(order + "Q", data, 0x28)
+            shentsize, shnum = struct.unpack_from(order + "HH", data, 0x3A)
+            section = lambda i: struct.unpack_from(order + "IIQQQQIIQQ", data, shoff + i * shentsize)  # noqa: E731
+            sym_format, sym_size = order + "IBBHQQ", 24
+        else:
+            shoff, = struct.unpack_from(order + "I", data, 0x20)
+            shentsize, shnum = struct.unpack_from(order + "HH", data, 0x2E)
+            section = lambda i: struct.unpack_from(order + "IIIIIIIIII", data, shoff + i * shentsize)  # noqa: E731
+            sym_format, sym_size = order + "IIIBBH", 16
+        names: set[str] = set()
+        for i in range(shnum):
+            header = section(i)
+            if header[1] != 11:  # SHT_DYNSYM
+                continue
+            offset, size, link = header[4], header[5], header[6]
+            strtab = section(link)[4]
+            for pos in range(offset + sym_size, offset + size, sym_size):  # entry 0 is the null symbol
+                fields = struct.unpack_from(sym_format, data, pos)
+                name_off, shndx = fields[0], fields[3] if is64 else fields[5]
+                if shndx == 0:  # SHN_UNDEF: imported, not defined here
+                    continue
+                end = data.index(b"\0", strtab + name_off)
+                names.add(data[strtab + name_off:end].decode(errors="replace"))
+        return names
+    except (struct.error, ValueError, IndexError) as exc:
+        raise ValueError(f"plugin: {os.fspath(path)!r} is not a readable shared library ({exc})") from exc
+
+
+def check_plugin(path: str | os.PathLike[str], kind: str) -> pathlib.Path:
+    """``path`` as an absolute path after checking that it is a ``kind`` plugin library
+    ("onnxruntime", "openvino" or "tensorrt"). Absolute, because the dynamic loader searches
+    LD_LIBRARY_PATH for a bare file name, and ``Path('./libx.so')`` prints as ``libx.so``. Raises
+    FileNotFoundError / ValueError naming ``plugin`` and the expected library."""
+    symbol, expected, label = PLUGIN_ENTRY_POINTS[kind]
+    resolved = pathlib.Path(path).expanduser().absolute()
+    if not resolved.is_file():
+        raise FileNotFoundError(f"plugin: {os.fspath(path)!r} is not a file; expected the {label} {expected}")
+    names = elf_exported_symbols(resolved)
+    if names is not None and symbol not in names:
+        found = next((entry for entry in PLUGIN_ENTRY_POINTS.values() if entry[0] in names), None)
+        what = f"the {found[2]} {found[1]}" if found else "not a naf-export plugin library"
+        raise ValueError(f"plugin: {os.fspath(path)!r} is {what} (it does not define {symbol}); "
+                         f"this needs the {label} {expected}")
+    return resolved
 
 
 def ort_library_path() -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
@@ -13,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import ExportConfig, config_from_shapes
+from .config import ExportConfig, check_count, config_from_shapes
+from .errors import CheckFailed
+from .jsonio import write_json
 from .metrics import parity
 from .model import NAF
 from .samples import SAMPLE_IMAGES, sample_batch
@@ -37,12 +38,23 @@ def sample_inputs(config: ExportConfig, count: int) -> list[tuple[np.ndarray, np
 def parity_against_pytorch(
     model: NAF, runner: Runner, inputs: Sequence[tuple[np.ndarray, np.ndarray]], output_size: tuple[int, int]
 ) -> dict[str, float]:
-    """Worst case over the inputs of each parity metric (max for errors, min for cosines)."""
+    """Worst case over the inputs of each parity metric (max for errors, min for cosines).
+
+    Raises CheckFailed when the artifact's output is NaN/Inf where PyTorch's is finite (parity of
+    a poisoned output would be meaningless), ValueError when PyTorch's own output is not finite
+    (weights that overflow on the sample images)."""
     per_input = []
-    for image, feats in inputs:
+    for index, (image, feats) in enumerate(inputs):
         with torch.inference_mode():
             ref = model(torch.from_numpy(image), torch.from_numpy(feats), output_size).numpy()
-        per_input.append(parity(runner(image, feats), ref))
+        if not np.isfinite(ref).all():
+            raise ValueError(f"checkpoint: the PyTorch model's own output on sample {index} is not finite "
+                             f"({int((~np.isfinite(ref)).sum())} NaN/Inf values); its weights overflow")
+        result = parity(runner(image, feats), ref)
+        if result["nonfinite"]:
+            raise CheckFailed(f"parity: the artifact's output on sample {index} has {result['nonfinite']} NaN/Inf "
+                              "values where PyTorch's float32 output is finite")
+        per_input.append(result)
     return {
         "max_abs": max(p["max_abs"] for p in per_input),
         "rel_l2": max(p["rel_l2"] for p in per_input),
@@ -56,7 +68,7 @@ def measure_latency(runner: Runner, image: np.ndarray, feats: np.ndarray, runs: 
     for _ in range(warmup):
         runner(image, feats)
     times = []
-    for _ in range(max(1, runs)):
+    for _ in range(check_count("runs", runs)):
         start = time.perf_counter()
         runner(image, feats)
         times.append((time.perf_counter() - start) * 1000.0)
@@ -97,9 +109,12 @@ class Report:
         }
 
     def write(self, directory: str | os.PathLike[str]) -> Path:
-        path = Path(directory) / "report.json"
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        return write_json(Path(directory) / "report.json", self.to_dict())
+
+    def relocate(self, move: Callable[[str], str]) -> None:
+        """Rewrite the paths in artifacts and notes with ``move`` (staging folder -> output folder)."""
+        self.artifacts = {name: move(path) for name, path in self.artifacts.items()}
+        self.notes = [move(note) for note in self.notes]
 
     def summary(self) -> str:
         lines = [f"naf-export  target={self.target}  precision={self.precision}"]

@@ -61,13 +61,25 @@ def load_sample_image(name: str) -> torch.Tensor:
     return image_to_tensor(getattr(skimage.data, name)())
 
 
+#: Largest image naf-export decodes (pixels): Pillow's own decompression-bomb limit (~89 MP);
+#: a file declaring more is refused before it is decoded.
+MAX_IMAGE_PIXELS = 89_478_485
+
+
 def load_image_file(path: str | os.PathLike[str]) -> torch.Tensor:
-    """An image file (PNG, JPEG, ...) as (3, H, W) float32 in [0, 1]."""
+    """An image file (PNG, JPEG, ...) as (3, H, W) float32 in [0, 1]. Files that declare more than
+    :data:`MAX_IMAGE_PIXELS` pixels (decompression bombs among them) are refused unread."""
     from PIL import Image, UnidentifiedImageError
 
+    too_large = f"more than the {MAX_IMAGE_PIXELS:,} naf-export decodes; resize it first"
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as img:  # reads the header only
+            width, height = img.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ValueError(f"image: {os.fspath(path)!r} declares {width}x{height} pixels, {too_large}")
             return image_to_tensor(np.asarray(img.convert("RGB")))
+    except Image.DecompressionBombError as exc:  # Pillow's own refusal, above twice its limit
+        raise ValueError(f"image: {os.fspath(path)!r} declares {too_large} ({exc})") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"image: cannot read {os.fspath(path)!r} as an image ({exc})") from exc
 

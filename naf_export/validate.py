@@ -12,7 +12,6 @@ exits 1 when a threshold given on the command line is missed, so it can gate CI.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -22,9 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load_naf
+from .checkpoint import load_naf
+from .config import check_count, check_threads
+from .errors import EXIT_CHECK_FAILED, EXIT_OK, run_command
+from .jsonio import write_json
 from .metrics import kmeans_fit, kmeans_segment, mean_iou, parity, psnr
 from .pipeline import ExportConfig, sample_inputs
+from .sizing import check_memory
 from .samples import IMAGENET_MEAN, IMAGENET_STD, SAMPLE_IMAGES
 
 __all__ = ["THRESHOLDS", "main", "validate_artifact"]
@@ -58,7 +61,7 @@ def _display_image(image: np.ndarray) -> np.ndarray:
 
 def _image_metrics(output: np.ndarray, reference: np.ndarray, clusters: int) -> tuple[dict, np.ndarray, np.ndarray]:
     metrics = parity(output, reference)
-    metrics["psnr"] = psnr(output, reference) if np.isfinite(output).all() else float("-inf")
+    metrics["psnr"] = psnr(output, reference)
     centroids = kmeans_fit(reference, clusters)
     ref_labels = kmeans_segment(reference, centroids)
     out_labels = kmeans_segment(np.nan_to_num(output), centroids)
@@ -88,6 +91,7 @@ def _pictures(out: Path, name: str, image, reference, output, ref_labels, out_la
 def _overall(rows: list[dict]) -> dict:
     col = {k: np.array([r[k] for r in rows], dtype=float) for k in ("max_abs", "rel_l2", "cosine_min",
                                                                     "cosine_mean", "psnr", "miou")}
+    # NaN (an image with poisoned output) wins every worst case: it must not hide behind the others.
     return {
         "max_abs": float(col["max_abs"].max()),
         "rel_l2": float(col["rel_l2"].max()),
@@ -96,11 +100,14 @@ def _overall(rows: list[dict]) -> dict:
         "psnr": float(col["psnr"].min()),
         "miou": float(col["miou"].mean()),
         "miou_min": float(col["miou"].min()),
+        "nonfinite": int(sum(r["nonfinite"] for r in rows)),
     }
 
 
 def _check(overall: dict, thresholds: dict[str, float | None]) -> list[str]:
     failures = []
+    if overall["nonfinite"]:  # always checked: no threshold makes a poisoned output acceptable
+        failures.append(f"nonfinite = {overall['nonfinite']}: the artifact's output is NaN/Inf where PyTorch's is finite")
     for option, limit in thresholds.items():
         if limit is None:
             continue
@@ -113,6 +120,11 @@ def _check(overall: dict, thresholds: dict[str, float | None]) -> list[str]:
     return failures
 
 
+def _num(value: float, spec: str) -> str:
+    """A metric for the table; NaN (a poisoned output's metrics, null in report.json) as "NaN"."""
+    return "NaN" if np.isnan(value) else format(value, spec)
+
+
 def markdown_table(report: dict) -> str:
     lines = [
         f"# naf-export validate: `{report['artifact']}`",
@@ -123,11 +135,13 @@ def markdown_table(report: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["images"]:
-        lines.append(f"| {row['name']} | {row['max_abs']:.3g} | {row['rel_l2']:.3g} | {row['cosine_mean']:.6f} | "
-                     f"{row['cosine_min']:.6f} | {row['psnr']:.1f} | {row['miou']:.4f} |")
+        lines.append(f"| {row['name']} | {_num(row['max_abs'], '.3g')} | {_num(row['rel_l2'], '.3g')} | "
+                     f"{_num(row['cosine_mean'], '.6f')} | {_num(row['cosine_min'], '.6f')} | {_num(row['psnr'], '.1f')} | "
+                     f"{row['miou']:.4f} |")
     o = report["overall"]
-    lines.append(f"| **overall** (worst; mean for cosine mean and mIoU) | {o['max_abs']:.3g} | {o['rel_l2']:.3g} | "
-                 f"{o['cosine_mean']:.6f} | {o['cosine_min']:.6f} | {o['psnr']:.1f} | {o['miou']:.4f} |")
+    lines.append(f"| **overall** (worst; mean for cosine mean and mIoU) | {_num(o['max_abs'], '.3g')} | "
+                 f"{_num(o['rel_l2'], '.3g')} | {_num(o['cosine_mean'], '.6f')} | {_num(o['cosine_min'], '.6f')} | "
+                 f"{_num(o['psnr'], '.1f')} | {o['miou']:.4f} |")
     lines += ["", f"Result: {'PASS' if report['passed'] else 'FAIL'}"]
     lines += [f"- missed: {f}" for f in report["failures"]]
     return "\n".join(lines) + "\n"
@@ -147,48 +161,64 @@ def validate_artifact(
     thresholds: dict[str, float | None] | None = None,
     progress: bool = True,
 ) -> dict:
-    """Run ``artifact`` and the PyTorch float32 model on the same inputs; write and return the report."""
+    """Run ``artifact`` and the PyTorch float32 model on the same inputs; write the report and return
+    it (metrics as floats, NaN/inf included; report.json writes those as null).
+
+    ``out`` is written atomically (:class:`naf_export.outdir.OutputDir`): a run that fails leaves
+    it as it was. Raises ValueError/FileNotFoundError for bad arguments or an artifact that cannot
+    run (:class:`naf_export.errors.ArtifactError`), TargetUnavailable when its runtime is missing."""
     from tqdm import tqdm
 
+    from .outdir import OutputDir
     from .runners import artifact_kind, open_artifact
 
     if clusters < 2:
         raise ValueError(f"clusters: expected at least 2 k-means clusters, got {clusters}")
+    if limit is not None:
+        check_count("limit", limit, hint=" (images to validate on)")
+    check_threads(threads)
+    if data is not None and Path(out).resolve() == Path(data).resolve():
+        raise ValueError(f"out: {os.fspath(out)!r} is the --data folder; the pictures written there would become "
+                         "inputs of the next run: choose another folder")
     runner = open_artifact(artifact, plugin=plugin, threads=threads)
     config: ExportConfig = runner.config
+    check_memory(config)
     model = load_naf(checkpoint)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    samples = _inputs(None if data is None else Path(data), config, limit)
-    rows, files = [], []
-    for name, image, feats in tqdm(samples, desc="validate", unit="img", disable=not progress):
-        with torch.inference_mode():
-            reference = model(torch.from_numpy(image), torch.from_numpy(feats), config.output_size).numpy()
-        output = runner(image, feats)
-        metrics, ref_labels, out_labels = _image_metrics(output, reference, clusters)
-        rows.append({"name": name, **metrics})
-        if pictures:
-            files += _pictures(out, name, image, reference, output, ref_labels, out_labels)
-    overall = _overall(rows)
-    thresholds = {k: v for k, v in (thresholds or {}).items() if v is not None}
-    failures = _check(overall, thresholds)
-    report = {
-        "artifact": os.fspath(artifact),
-        "runtime": artifact_kind(artifact),
-        "config": {"image_size": list(config.image_size), "feature_size": list(config.feature_size),
-                   "channels": config.channels, "output_size": list(config.output_size)},
-        "reference": f"PyTorch float32 ({os.fspath(checkpoint) if checkpoint else 'untrained stand-in weights'})",
-        "data": os.fspath(data) if data is not None else "bundled sample images",
-        "kmeans_clusters": clusters,
-        "images": rows,
-        "overall": overall,
-        "thresholds": thresholds,
-        "passed": not failures,
-        "failures": failures,
-        "pictures": files,
-    }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "report.md").write_text(markdown_table(report))
+    with OutputDir(out) as folder:
+        samples = _inputs(None if data is None else Path(data), config, limit)
+        rows, files = [], []
+        for name, image, feats in tqdm(samples, desc="validate", unit="img", disable=not progress):
+            with torch.inference_mode():
+                reference = model(torch.from_numpy(image), torch.from_numpy(feats), config.output_size).numpy()
+            if not np.isfinite(reference).all():
+                raise ValueError(f"checkpoint: the PyTorch model's own output on {name!r} is not finite; its weights "
+                                 "overflow on this input")
+            output = runner(image, feats)
+            metrics, ref_labels, out_labels = _image_metrics(output, reference, clusters)
+            rows.append({"name": name, **metrics})
+            if pictures:
+                files += _pictures(folder.staging, name, image, reference, output, ref_labels, out_labels)
+        overall = _overall(rows)
+        thresholds = {k: v for k, v in (thresholds or {}).items() if v is not None}
+        failures = _check(overall, thresholds)
+        report = {
+            "artifact": os.fspath(artifact),
+            "runtime": artifact_kind(artifact),
+            "config": {"image_size": list(config.image_size), "feature_size": list(config.feature_size),
+                       "channels": config.channels, "output_size": list(config.output_size)},
+            "reference": f"PyTorch float32 ({os.fspath(checkpoint) if checkpoint else 'untrained stand-in weights'})",
+            "data": os.fspath(data) if data is not None else "bundled sample images",
+            "kmeans_clusters": clusters,
+            "images": rows,
+            "overall": overall,
+            "thresholds": thresholds,
+            "passed": not failures,
+            "failures": failures,
+            "pictures": [folder.relocate(f) for f in files],
+        }
+        write_json(folder.staging / "report.json", report)
+        (folder.staging / "report.md").write_text(markdown_table(report))
+        folder.commit(last=("report.md", "report.json"))
     return report
 
 
@@ -211,22 +241,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _validate(args: argparse.Namespace) -> int:
+    report = validate_artifact(
+        args.artifact, out=args.out, data=args.data, checkpoint=args.checkpoint, plugin=args.plugin,
+        clusters=args.clusters, limit=args.limit, threads=args.threads, pictures=not args.no_pictures,
+        thresholds={k: getattr(args, k) for k in THRESHOLDS},
+    )
+    print(markdown_table(report), end="")
+    print(f"report: {args.out / 'report.json'}, {args.out / 'report.md'}")
+    return EXIT_OK if report["passed"] else EXIT_CHECK_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``naf-export validate``; the exit status is documented in :mod:`naf_export.errors`."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     warnings.simplefilter("default")
-    try:
-        report = validate_artifact(
-            args.artifact, out=args.out, data=args.data, checkpoint=args.checkpoint, plugin=args.plugin,
-            clusters=args.clusters, limit=args.limit, threads=args.threads, pictures=not args.no_pictures,
-            thresholds={k: getattr(args, k) for k in THRESHOLDS},
-        )
-    except (ValueError, FileNotFoundError, CheckpointError) as exc:
-        print(f"naf-export validate: error: {exc}", file=sys.stderr)
-        return 2
-    print(markdown_table(report), end="")
-    print(f"report: {args.out / 'report.json'}, {args.out / 'report.md'}")
-    return 0 if report["passed"] else 1
+    return run_command("naf-export validate", lambda: _validate(args))
 
 
 if __name__ == "__main__":

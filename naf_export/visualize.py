@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .metrics import pixels
+from .metrics import map_pixels, sample_pixels
 
 __all__ = ["error_heatmap", "heat_colors", "label_colors", "pca_basis", "pca_colors", "save_panel"]
 
@@ -16,11 +16,15 @@ __all__ = ["error_heatmap", "heat_colors", "label_colors", "pca_basis", "pca_col
 _HEAT_ANCHORS = np.array([[0, 0, 4], [81, 18, 124], [183, 55, 121], [252, 137, 97], [252, 253, 191]], float)
 
 
+#: Pixels the PCA is fitted on (drawn with a fixed seed): enough for three stable directions.
+_PCA_FIT_PIXELS = 50000
+
+
 def pca_basis(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean (C,), top-3 principal directions (C, 3), and the 1st/99th percentiles of the
-    projections of ``features`` (1, C, H, W): fitted on the reference so that every map drawn
-    with it shares one colour scale."""
-    x = pixels(features)
+    projections of ``features`` (1, C, H, W), fitted on at most 50,000 of its pixels: fitted on the
+    reference so that every map drawn with it shares one colour scale."""
+    x = sample_pixels(features, _PCA_FIT_PIXELS)
     mean = x.mean(0)
     _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
     basis = vt[:3].T
@@ -32,7 +36,7 @@ def pca_colors(features: np.ndarray, basis: tuple[np.ndarray, np.ndarray, np.nda
     """(H, W, 3) uint8: the first three principal components as RGB."""
     mean, directions, low, high = basis
     h, w = features.shape[-2:]
-    proj = (pixels(features) - mean) @ directions
+    proj = map_pixels(features, lambda x: (x - mean) @ directions)
     rgb = np.clip((proj - low) / np.maximum(high - low, 1e-12), 0, 1)
     return (rgb.reshape(h, w, 3) * 255).round().astype(np.uint8)
 
@@ -46,10 +50,15 @@ def heat_colors(values: np.ndarray, vmax: float) -> np.ndarray:
 
 
 def error_heatmap(output: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """(H, W) per-pixel relative error ||out - ref||_C / ||ref||_C."""
-    diff = np.linalg.norm((output - reference).reshape(output.shape[-3], -1), axis=0)
-    norm = np.linalg.norm(reference.reshape(reference.shape[-3], -1), axis=0)
-    return (diff / np.maximum(norm, 1e-30)).reshape(output.shape[-2:])
+    """(H, W) per-pixel relative error ||out - ref||_C / ||ref||_C of (1, C, H, W) maps."""
+    out, ref = output.reshape(output.shape[-3:]), reference.reshape(reference.shape[-3:])
+    diff_sq = np.zeros(out.shape[1:], np.float64)
+    ref_sq = np.zeros(out.shape[1:], np.float64)
+    for o, r in zip(out, ref):  # a channel at a time: no full-size temporaries
+        r = r.astype(np.float64)
+        diff_sq += np.square(o - r)
+        ref_sq += np.square(r)
+    return np.sqrt(diff_sq) / np.maximum(np.sqrt(ref_sq), 1e-30)
 
 
 def label_colors(labels: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from onnx import TensorProto  # noqa: E402
 from naf_export.checkpoint import load_naf  # noqa: E402
 from naf_export.pipeline import ExportConfig, sample_inputs  # noqa: E402
 from naf_export.runners.openvino import OpenVinoRunner  # noqa: E402
-from naf_export.targets import ExportRequest  # noqa: E402
+from naf_export.targets import ExportRequest, run_target  # noqa: E402
 from naf_export.targets import openvino as ov_target  # noqa: E402
 
 # Small NAF configurations: an integer ratio (36 = 3 x 12) and a non-divisible one (40x44 from 9x11).
@@ -164,7 +164,7 @@ def test_graph_errors_name_the_argument(ext: str) -> None:
 
 def export(naf_model, config: ExportConfig, out: Path, precision: str, **kwargs):
     request = ExportRequest(model=naf_model, config=config, out=out, precision=precision, samples=2, runs=1, **kwargs)
-    return ov_target.export(request)
+    return run_target("openvino", request)
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ def test_without_tensorrt_writes_artifacts_and_exits_3(tmp_path: Path, no_tensor
     out = tmp_path / "out"
     assert main(["--target", "tensorrt", *SMALL, "--out", str(out)]) == 3
     err = capsys.readouterr().err
-    assert "tensorrt is not available here" in err
+    assert "not available here: the TensorRT Python module" in err
     for needle in ("pip install tensorrt", "python3-libnvinfer", f"-S {out / 'plugin_src'}", "--dynamicPlugins="):
         assert needle in err, err
 

@@ -8,15 +8,22 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..contract import ATTENTION_DOMAIN, INPUT_NAMES, OUTPUT_NAME
-from ..config import config_from_shapes
+from ..config import check_threads, config_from_shapes
+from ..contract import ATTENTION_DOMAIN, ATTENTION_VERSION, INPUT_NAMES, OUTPUT_NAME
+from ..errors import ArtifactError
 
 __all__ = ["OnnxRuntimeRunner", "needs_plugin", "uses_naf_domain"]
 
 
 def uses_naf_domain(model: onnx.ModelProto) -> bool:
-    """Whether the model imports the ``naf`` domain (the fused attention node)."""
-    return any(op.domain == ATTENTION_DOMAIN for op in model.opset_import)
+    """Whether the model imports the ``naf`` domain (the fused nodes). Raises ValueError when it
+    imports a version of it other than the one the plugins implement: the runtimes would run it
+    with version 1's kernels (neither ONNX Runtime nor OpenVINO lets a plugin see the version)."""
+    versions = [op.version for op in model.opset_import if op.domain == ATTENTION_DOMAIN]
+    if any(v != ATTENTION_VERSION for v in versions):
+        raise ValueError(f"model: imports the {ATTENTION_DOMAIN!r} operator set version {versions[0]}; the naf-export "
+                         f"plugins implement version {ATTENTION_VERSION}")
+    return bool(versions)
 
 
 def needs_plugin(model_path: str | os.PathLike[str]) -> bool:
@@ -56,20 +63,22 @@ class OnnxRuntimeRunner:
         if not path.is_file():
             raise FileNotFoundError(f"model: no such file {str(path)!r}")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = check_threads(threads)
         options.enable_mem_pattern = False
         options.enable_cpu_mem_arena = not lean_memory
+        self.path = path
         if needs_plugin(path):
-            if plugin is None:
-                from ..native import ort_library_path
+            from ..native import check_plugin, ort_library_path
 
-                plugin = ort_library_path()
-            if not Path(plugin).is_file():
-                raise FileNotFoundError(
-                    f"plugin: the ONNX Runtime custom-op library {os.fspath(plugin)!r} does not exist; "
-                    "build it with 'pip install .' or export with --attention portable"
-                )
-            options.register_custom_ops_library(os.fspath(plugin))
+            try:
+                plugin = check_plugin(ort_library_path() if plugin is None else plugin, "onnxruntime")
+                options.register_custom_ops_library(os.fspath(plugin))
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"{exc}; build it with 'pip install .' or export with --attention portable") from exc
+            except Exception as exc:  # noqa: BLE001 - ORT raises its own types for a library it cannot load
+                if isinstance(exc, ValueError):
+                    raise
+                raise ValueError(f"plugin: ONNX Runtime cannot load {os.fspath(plugin)!r}: {exc}") from exc
         try:
             self.session = ort.InferenceSession(
                 str(path), options, providers=providers or ["CPUExecutionProvider"]
@@ -92,5 +101,8 @@ class OnnxRuntimeRunner:
         for name, value in feeds.items():
             dtype = np.float16 if self.input_types[name] == "tensor(float16)" else np.float32
             feeds[name] = np.ascontiguousarray(value, dtype=dtype)
-        out = self.session.run([OUTPUT_NAME], feeds)[0]
+        try:
+            out = self.session.run([OUTPUT_NAME], feeds)[0]
+        except Exception as exc:  # noqa: BLE001 - ORT's runtime failures (a kernel refusing its inputs, ...)
+            raise ArtifactError(f"model: ONNX Runtime failed running {str(self.path)!r}: {exc}") from exc
         return out.astype(np.float32, copy=False)

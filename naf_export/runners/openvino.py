@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import config_from_shapes
+from ..config import check_threads, config_from_shapes
 from ..contract import ATTENTION_OP, INPUT_NAMES, OUTPUT_NAME
+from ..errors import ArtifactError
 
 __all__ = ["OpenVinoRunner", "add_extension", "check_extension", "extension_library", "is_quantized", "needs_extension"]
 
@@ -60,15 +61,13 @@ def extension_library(extension: str | os.PathLike[str] | None = None) -> Path:
 
     Raises FileNotFoundError naming ``libnaf_openvino.so`` and how to build it.
     """
-    if extension is not None:
-        path = Path(extension)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"plugin: the OpenVINO extension library {str(path)!r} does not exist; {_BUILD_HINT}"
-            )
-        return path
-    from ..native import openvino_library_path
+    from ..native import check_plugin, openvino_library_path
 
+    if extension is not None:
+        try:
+            return check_plugin(extension, "openvino")
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{exc}; {_BUILD_HINT}") from exc
     try:
         return Path(openvino_library_path())
     except FileNotFoundError as exc:
@@ -146,8 +145,7 @@ class OpenVinoRunner:
             raise FileNotFoundError(
                 f"model: the IR weights {str(path.with_suffix('.bin'))!r} next to {str(path)!r} are missing"
             )
-        if not isinstance(threads, int) or threads < 0:
-            raise ValueError(f"threads: expected an int >= 0 (0: all cores), got {threads!r}")
+        check_threads(threads)
         self.path = path
         self.core = ov.Core()
         self.extension = add_extension(self.core, path, extension)
@@ -164,9 +162,11 @@ class OpenVinoRunner:
             config["INFERENCE_NUM_THREADS"] = threads
         start = time.perf_counter()
         try:
-            # Compiling from the path (not a read_model result) lets a cache hit skip reading and
-            # converting the model altogether.
-            self.compiled = self.core.compile_model(os.fspath(path), device, config)
+            # With a cache, compile the model object: OpenVINO keys it by the model's content, while a
+            # path is keyed by its location and modification time, which change with every export
+            # (each run writes through a staging folder). Without one, compiling the path skips a copy.
+            source = self.core.read_model(os.fspath(path)) if self.cache_dir is not None else os.fspath(path)
+            self.compiled = self.core.compile_model(source, device, config)
         except Exception as exc:  # OpenVINO raises RuntimeError / ov exceptions for bad models
             hint = ""
             if self.extension is None and ATTENTION_OP in str(exc):
@@ -210,6 +210,9 @@ class OpenVinoRunner:
     def __call__(self, image: np.ndarray, features: np.ndarray) -> np.ndarray:
         """Upsampled features (B, C, H, W) as a new float32 array."""
         feeds = {"image": self._check("image", image), "features": self._check("features", features)}
-        self._request.infer(feeds, share_inputs=True)
+        try:
+            self._request.infer(feeds, share_inputs=True)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO's runtime failures (the extension refusing its inputs, ...)
+            raise ArtifactError(f"model: OpenVINO failed running {str(self.path)!r}: {exc}") from exc
         # Copy: the request's output buffer is reused by the next call.
         return np.array(self._request.get_tensor(self._output).data, dtype=np.float32, copy=True)

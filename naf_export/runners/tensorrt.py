@@ -1,7 +1,7 @@
 """Build and run TensorRT engines of exported NAF models (TensorRT 10 Python API).
 
 ``tensorrt`` and CUDA are imported only inside functions, so importing this module works on
-machines without them; every entry point raises :class:`naf_export.targets.TargetUnavailable`
+machines without them; every entry point raises :class:`naf_export.errors.TargetUnavailable`
 (naming what to install) when they are missing.
 
 * :func:`load_plugin` finds ``libnaf_tensorrt.so`` and registers its creator with TensorRT's
@@ -48,6 +48,7 @@ import numpy as np
 
 from ..config import config_from_shapes
 from ..contract import ATTENTION_OP, ATTENTION_VERSION, INPUT_NAMES, OUTPUT_NAME
+from ..errors import ArtifactError, TargetUnavailable
 
 __all__ = [
     "PLUGIN_ENV",
@@ -91,8 +92,6 @@ def tensorrt_install_hint() -> str:
 
 
 def _unavailable(message: str) -> Exception:
-    from ..targets import TargetUnavailable
-
     return TargetUnavailable(message)
 
 
@@ -187,19 +186,19 @@ def resolve_plugin(plugin: str | os.PathLike[str] | None = None, search_dirs: Se
     :func:`naf_export.native.find_library` (``$NAF_EXPORT_LIB_DIR``, ``naf_export/lib``, the
     repository's ``build/``). Raises FileNotFoundError naming the library and how to build it.
     """
-    from ..native import LIB_DIR_ENV, _file_name, find_library
+    from ..native import LIB_DIR_ENV, _file_name, check_plugin, find_library
 
     if plugin is not None:
-        path = Path(plugin)
-        if not path.is_file():
-            raise FileNotFoundError(f"plugin: the TensorRT plugin library {str(path)!r} does not exist; {_build_hint()}")
-        return path.resolve()
+        try:
+            return check_plugin(plugin, "tensorrt").resolve()
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{exc}; {_build_hint()}") from exc
     env = os.environ.get(PLUGIN_ENV)
     if env:
-        path = Path(env)
-        if not path.is_file():
-            raise FileNotFoundError(f"{PLUGIN_ENV}={env!r} is not a file; {_build_hint()}")
-        return path.resolve()
+        try:
+            return check_plugin(env, "tensorrt").resolve()
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{PLUGIN_ENV}={env!r} is not a file; {_build_hint()}") from exc
     file_name = _file_name(PLUGIN_LIBRARY)
     candidates = [Path(d) / "lib" / file_name for d in search_dirs]
     if not os.environ.get(LIB_DIR_ENV):  # when set, that directory is authoritative
@@ -734,17 +733,17 @@ class TensorRtRunner:
                 if not self._context.set_input_shape(name, tuple(tensor.shape)):
                     raise ValueError(f"{name}: TensorRT rejected input shape {tuple(tensor.shape)}")
                 if not self._context.set_tensor_address(name, tensor.data_ptr()):
-                    raise RuntimeError(f"{name}: TensorRT rejected the device buffer")
+                    raise ArtifactError(f"{name}: TensorRT rejected the device buffer")
             out_shape = _dims(self._context.get_tensor_shape(OUTPUT_NAME))
             binding = self._bindings[OUTPUT_NAME]
             if self._output is None or tuple(self._output.shape) != out_shape:
                 self._output = torch.empty(out_shape, dtype=binding.dtype, device="cuda")
             if not self._context.set_tensor_address(OUTPUT_NAME, self._output.data_ptr()):
-                raise RuntimeError(f"{OUTPUT_NAME}: TensorRT rejected the device buffer")
+                raise ArtifactError(f"{OUTPUT_NAME}: TensorRT rejected the device buffer")
             logger = _logger(trt)
             mark = logger.error_count
             if not self._context.execute_async_v3(self._stream.cuda_stream):
-                raise RuntimeError(f"TensorRT failed to execute the engine: {_errors_since(logger, mark)}")
+                raise ArtifactError(f"engine_path: TensorRT failed to execute the engine: {_errors_since(logger, mark)}")
             result = self._output.float().cpu()  # synchronises with the stream
         self._stream.synchronize()
         del feeds  # inputs stay alive until the stream has consumed them

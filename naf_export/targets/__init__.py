@@ -6,17 +6,24 @@ inputs, latency) live here so that target modules only translate to their runtim
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import check_count, check_threads
+from ..errors import TargetUnavailable
 from ..model import NAF
+from ..native import check_plugin
 from ..onnx_export import ENCODER_OPS, export_onnx
+from ..outdir import OutputDir
 from ..pipeline import ExportConfig, Report, Runner, measure_latency, parity_against_pytorch, sample_inputs
+from ..samples import SAMPLE_IMAGES
+from ..sizing import check_memory, check_sizes
 
 __all__ = [
-    "PRECISIONS", "TARGETS", "ExportRequest", "TargetUnavailable", "finish_report", "new_report", "run_target",
+    "PLUGIN_TARGETS", "PRECISIONS", "TARGETS", "ExportRequest", "TargetUnavailable", "finish_report", "new_report", "run_target",
     "encoder_ops_for", "write_fp16_onnx", "write_int8_onnx", "write_onnx",
 ]
 
@@ -30,14 +37,20 @@ TARGETS = {
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-class TargetUnavailable(RuntimeError):
-    """A target's runtime is not installed here; the message says what to install. Targets raise
-    it only after writing every artifact they can build without that runtime."""
+#: Targets that load a plugin library (--plugin); each loads the kind named like it
+#: (naf_export.native.PLUGIN_ENTRY_POINTS).
+PLUGIN_TARGETS = ("onnxruntime", "openvino", "tensorrt")
 
 
 @dataclass
 class ExportRequest:
-    """Everything a target needs to build, run and report on an artifact."""
+    """Everything a target needs to build, run and report on an artifact. Every argument is checked
+    here, before anything is written: sizes (against the model and this machine's memory), counts,
+    paths.
+
+    ``out`` is the folder the results end up in; ``work`` the folder the target writes into (the
+    run's staging folder inside ``out``, set by :func:`run_target`; ``out`` when unset).
+    """
 
     model: NAF
     config: ExportConfig
@@ -54,6 +67,7 @@ class ExportRequest:
     lean_memory: bool = False  # trade some speed for a lower peak memory where the runtime allows
     batch_range: tuple[int, int, int] = (1, 1, 8)  # min/opt/max batch of a dynamic-batch engine
     encoder_ops: str | None = None  # "onnx" | "fused" (GroupNormSiLU, AxialRoPE nodes); None: the target's choice
+    work: Path | None = None  # where the target writes (see the class doc)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -66,7 +80,15 @@ class ExportRequest:
             raise ValueError(f"encoder_ops: expected one of {ENCODER_OPS}, got {self.encoder_ops!r}")
         if self.data is not None and self.precision != "int8":
             raise ValueError("data: a calibration directory is only used with --int8")
+        if self.data is not None and not Path(self.data).is_dir():
+            raise ValueError(f"data: {os.fspath(self.data)!r} is not a directory of images")
+        check_count("samples", self.samples, 1, len(SAMPLE_IMAGES), " (bundled sample images used for parity)")
+        check_count("runs", self.runs, 1, hint=" (timed runs)")
+        check_threads(self.threads)
+        check_sizes(self.config, num_heads=self.model.num_heads, kernel_size=self.model.kernel_size)
+        check_memory(self.config, self.batch_range[2] if self.dynamic_batch else 1)
         self.out = Path(self.out)
+        self.work = self.out if self.work is None else Path(self.work)
 
 
 #: Targets that may write the fused encoder nodes naf::GroupNormSiLU and naf::AxialRoPE (kernels in
@@ -90,12 +112,12 @@ def encoder_ops_for(target: str, attention: str, requested: str | None = None) -
 
 
 def write_onnx(request: ExportRequest, report: Report, target: str) -> Path:
-    """Write the float32 ONNX model of ``request`` as ``target`` runs it into the output directory
-    and record it in ``report`` as the ``onnx`` artifact."""
+    """Write the float32 ONNX model of ``request`` as ``target`` runs it into ``request.work`` and
+    record it in ``report`` as the ``onnx`` artifact."""
     config = request.config
-    request.out.mkdir(parents=True, exist_ok=True)
+    request.work.mkdir(parents=True, exist_ok=True)
     path = export_onnx(
-        request.model, request.out / f"naf_{request.attention}.onnx",
+        request.model, request.work / f"naf_{request.attention}.onnx",
         image_size=config.image_size, feature_size=config.feature_size, channels=config.channels,
         output_size=config.output_size, attention=request.attention, dynamic_batch=request.dynamic_batch,
         encoder_ops=encoder_ops_for(target, request.attention, request.encoder_ops),
@@ -136,16 +158,40 @@ def new_report(request: ExportRequest, target: str) -> Report:
 
 
 def finish_report(report: Report, runner: Runner, request: ExportRequest) -> Report:
-    """Parity against PyTorch float32 on the sample inputs and latency, then write report.json."""
+    """Parity against PyTorch float32 on the sample inputs, and latency."""
     inputs = sample_inputs(request.config, request.samples)
     report.parity = parity_against_pytorch(request.model, runner, inputs, request.config.output_size)
     report.latency_ms = measure_latency(runner, *inputs[0], runs=request.runs)
-    report.write(request.out)
     return report
 
 
 def run_target(target: str, request: ExportRequest) -> Report:
+    """Build, run and report ``target`` for ``request``, atomically: the target writes into a
+    staging folder inside ``request.out``, whose files move into place, report.json last, only when
+    it succeeds (or stops with TargetUnavailable after building what it could). Any other failure
+    leaves ``request.out`` as it was. A second run into the same folder meanwhile fails at once."""
     if target not in TARGETS:
         raise ValueError(f"target: expected one of {tuple(TARGETS)}, got {target!r}")
+    if request.plugin is not None:
+        if target not in PLUGIN_TARGETS:
+            raise ValueError(f"plugin: --target {target} runs nothing, so it loads no plugin library")
+        request.plugin = check_plugin(request.plugin, target)
     module = importlib.import_module(f".{TARGETS[target]}", __name__)
-    return module.export(request)
+    with OutputDir(request.out) as out:
+        staged = copy.copy(request)
+        staged.work = out.staging
+        try:
+            report = module.export(staged)
+        except TargetUnavailable as exc:
+            if exc.report is None:
+                raise
+            _publish(out, exc.report)
+            raise TargetUnavailable(out.relocate(str(exc)), exc.report) from exc
+        _publish(out, report)
+    return report
+
+
+def _publish(out: OutputDir, report: Report) -> None:
+    report.relocate(out.relocate)
+    report.write(out.staging)
+    out.commit()

@@ -14,5 +14,4 @@ def export(request: ExportRequest) -> Report:
         )
     report = new_report(request, "onnx")
     write_onnx(request, report, "onnx")
-    report.write(request.out)
     return report

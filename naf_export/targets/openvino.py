@@ -3,17 +3,17 @@ and run on CPU with the naf-export extension library.
 
 The float32 ONNX file is read by OpenVINO's ONNX frontend with ``libnaf_openvino.so`` loaded (its
 ``naf`` domain mapping turns the fused node into the extension operation), then saved as IR
-(``.xml`` + ``.bin``). Compiled models are cached under ``<out>/openvino_cache`` so a second run
-imports the compiled blob instead of compiling.
+(``.xml`` + ``.bin``). Compiled models are cached under ``<out>/openvino_cache``, keyed by the
+model's content, so a second run on the same model imports the compiled blob instead of compiling.
 """
 
 from __future__ import annotations
 
 import contextlib
-import filecmp
 import io
 import logging
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +30,8 @@ __all__ = ["INT8_OP_TYPES", "convert_ir", "export", "fuse_group_norm", "quantize
 #: arithmetic. Everything else (GroupNorm statistics, RoPE, pooling, the attention and its
 #: softmax) stays in float, where INT8 would cost accuracy for no speed.
 INT8_OP_TYPES = ("Convolution",)
+#: The compiled-model cache inside the output folder (content-keyed: an unchanged model hits).
+CACHE_DIR = "openvino_cache"
 OPENVINO_REQUIREMENT = "openvino==2026.4.1"
 
 
@@ -220,16 +222,23 @@ def _convert(onnx_path, xml_path, precision, plugin, calibration, progress) -> t
         model = quantize_int8(model, calibration, progress=progress)
         _name_unnamed_nodes(model)
     xml_path.parent.mkdir(parents=True, exist_ok=True)
-    # OpenVINO's model cache keys a model file on its modification time too: replace the IR only
-    # when its bytes change, so re-running an export hits the cache instead of recompiling.
-    tmp_xml = xml_path.with_name(f".{xml_path.stem}.{os.getpid()}.tmp.xml")
-    ov.save_model(model, os.fspath(tmp_xml), compress_to_fp16=precision == "fp16")
-    for tmp, final in ((tmp_xml, xml_path), (tmp_xml.with_suffix(".bin"), xml_path.with_suffix(".bin"))):
-        if final.is_file() and filecmp.cmp(tmp, final, shallow=False):
-            tmp.unlink()
-        else:
-            os.replace(tmp, final)
+    ov.save_model(model, os.fspath(xml_path), compress_to_fp16=precision == "fp16")
     return xml_path, fused
+
+
+def _seed_cache(previous: Path, staged: Path) -> None:
+    """Link the compiled-model cache of earlier runs (``previous``) into this run's staging folder:
+    a cache hit reads from it, and the blobs this run adds join ``previous`` only when it succeeds.
+    OpenVINO never rewrites an existing blob, so the links cannot alter the earlier files."""
+    staged.mkdir(parents=True, exist_ok=True)
+    if not previous.is_dir() or previous.resolve() == staged.resolve():
+        return
+    for blob in previous.iterdir():
+        if blob.is_file():
+            try:
+                os.link(blob, staged / blob.name)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(blob, staged / blob.name)
 
 
 def export(request: ExportRequest) -> Report:
@@ -238,7 +247,7 @@ def export(request: ExportRequest) -> Report:
     _import_openvino()  # after the ONNX file, as TargetUnavailable promises
     from ..runners.openvino import OpenVinoRunner
 
-    xml_path = request.out / f"{onnx_path.stem}_openvino_{request.precision}.xml"
+    xml_path = request.work / f"{onnx_path.stem}_openvino_{request.precision}.xml"
     calibration = None
     if request.precision == "int8":
         from ..calibration import load_calibration_set
@@ -256,7 +265,8 @@ def export(request: ExportRequest) -> Report:
         report.notes.append(f"int8: NNCF post-training quantization of the convolutions on {len(calibration)} images "
                             f"({request.data or 'bundled calibration set'}); GroupNorm, RoPE and attention in float")
 
-    cache_dir = request.out / "openvino_cache"
+    cache_dir = request.work / CACHE_DIR
+    _seed_cache(request.out / CACHE_DIR, cache_dir)
     # The runner's "auto" precision hint: float32 math for fp32/fp16 IRs (the CPU default is bf16
     # on AMX/AVX512-BF16 parts); the device default for INT8 ones, where bf16 float parts are what
     # makes INT8 pay off on such CPUs.

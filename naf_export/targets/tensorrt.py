@@ -116,20 +116,20 @@ def export(request: ExportRequest) -> Report:
         onnx_path = write_int8_onnx(request, fp32_path, report)
         report.notes.append("int8: the explicit Q/DQ model, built as a strongly typed TensorRT network")
     if request.attention == "fused":
-        report.artifacts["plugin_src"] = str(copy_plugin_sources(request.out / PLUGIN_SRC_DIR))
-    report.write(request.out)  # the artifacts so far, whatever happens next
+        report.artifacts["plugin_src"] = str(copy_plugin_sources(request.work / PLUGIN_SRC_DIR))
 
     try:
         trt = rt.import_tensorrt()
     except TargetUnavailable as exc:
         message = f"{exc}. {_build_instructions(request, onnx_path)}"
         report.notes.append(f"TensorRT not available here: {message}")
-        report.write(request.out)
-        raise TargetUnavailable(message) from exc
+        raise TargetUnavailable(message, report) from exc  # the artifacts so far are published
 
-    engine_path = rt.engine_path_for(request.out, request.precision)
-    options = rt.BuildOptions(precision=request.precision, batch=request.batch_range,
-                              timing_cache=request.out / TIMING_CACHE)
+    engine_path = rt.engine_path_for(request.work, request.precision)
+    timing_cache = request.work / TIMING_CACHE
+    if (request.out / TIMING_CACHE).is_file():  # the persistent cache, updated only if this run succeeds
+        shutil.copyfile(request.out / TIMING_CACHE, timing_cache)
+    options = rt.BuildOptions(precision=request.precision, batch=request.batch_range, timing_cache=timing_cache)
     if request.precision == "fp16" and not hasattr(trt.BuilderFlag, "FP16"):
         # TensorRT without weak typing (11.x): the model's own types must say float16.
         onnx_path = write_fp16_onnx(fp32_path, report)
@@ -137,13 +137,11 @@ def export(request: ExportRequest) -> Report:
     try:
         info = rt.build_engine(onnx_path, engine_path, options=options, plugin=request.plugin,
                                plugin_search_dirs=(request.out / PLUGIN_BUILD_DIR,))
-    except (TargetUnavailable, FileNotFoundError, ValueError) as exc:
-        hint = _build_instructions(request, onnx_path) if isinstance(exc, FileNotFoundError) else ""
-        report.notes.append(f"engine not built: {exc} {hint}".strip())
-        report.write(request.out)
-        if hint:
-            raise FileNotFoundError(f"{exc} {hint}") from exc
-        raise
+    except TargetUnavailable as exc:  # e.g. no CUDA GPU: keep what is built
+        report.notes.append(f"engine not built: {exc}")
+        raise TargetUnavailable(str(exc), report) from exc
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{exc} {_build_instructions(request, onnx_path)}") from exc
     report.artifacts["engine"] = str(engine_path)
     report.artifacts["engine_info"] = str(engine_path) + ".json"
     report.artifacts["timing_cache"] = str(options.timing_cache)
@@ -155,13 +153,11 @@ def export(request: ExportRequest) -> Report:
                         f"flags {flags}{profile}, built in {info['build_seconds']:.1f} s")
     if info.get("timing_cache_note"):
         report.notes.append(info["timing_cache_note"])
-    report.write(request.out)
 
     try:
         runner = rt.TensorRtRunner(engine_path, plugin=info.get("plugin"))
     except TargetUnavailable as exc:
         report.notes.append(f"engine built but not run here: {exc}")
-        report.write(request.out)
-        raise
+        raise TargetUnavailable(str(exc), report) from exc
     report.notes.append("latency includes host-to-device and device-to-host copies")
     return finish_report(report, runner, request)
