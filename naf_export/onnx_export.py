@@ -37,8 +37,8 @@ from onnx import TensorProto, helper, numpy_helper
 from .attention import neighborhood_index
 from .model import NAF, RotaryEmbedding2d, _size_pair
 
-__all__ = ["ATTENTION_DOMAIN", "ATTENTION_OP", "ENCODER_OPS", "OPSET", "export_onnx", "register_naf_schemas",
-           "rope_tables"]
+__all__ = ["ATTENTION_DOMAIN", "ATTENTION_OP", "ENCODER_OPS", "OPSET", "export_onnx", "linear_resize_matrix",
+           "register_naf_schemas", "rope_tables"]
 
 from .contract import ATTENTION_DOMAIN, ATTENTION_OP, AXIAL_ROPE_OP, GROUP_NORM_SILU_OP, INPUT_NAMES, OPSET, OUTPUT_NAME
 
@@ -86,8 +86,9 @@ def register_naf_schemas() -> None:
             onnx.defs.register_schema(schema)
 
 
-def _linear_resize_matrix(in_size: int, out_size: int, mode: str) -> np.ndarray:
-    """(out_size, in_size) matrix M with resize(x) = M @ x along one axis, read from PyTorch."""
+def linear_resize_matrix(in_size: int, out_size: int, mode: str) -> np.ndarray:
+    """(out_size, in_size) matrix M with resize(x) = M @ x along one axis, read from PyTorch:
+    ``mode`` "bilinear" (align_corners=False) or "pool" (adaptive average pooling)."""
     eye = torch.eye(in_size, dtype=torch.float64).view(1, in_size, in_size, 1)
     if mode == "bilinear":
         out = F.interpolate(eye, size=(out_size, 1), mode="bilinear", align_corners=False)
@@ -153,9 +154,9 @@ def _resize_axes(g: _Graph, x: str, in_hw: tuple[int, int], out_hw: tuple[int, i
         kernel = [ih // oh, iw // ow]  # identical windows to PyTorch's adaptive pooling
         return g.op("AveragePool", [x], kernel_shape=kernel, strides=kernel)
     if iw != ow:
-        x = g.matmul(x, g.const(_linear_resize_matrix(iw, ow, mode).T.copy(), "resize_w"))
+        x = g.matmul(x, g.const(linear_resize_matrix(iw, ow, mode).T.copy(), "resize_w"))
     if ih != oh:
-        x = g.matmul(g.const(_linear_resize_matrix(ih, oh, mode), "resize_h"), x)
+        x = g.matmul(g.const(linear_resize_matrix(ih, oh, mode), "resize_h"), x)
     return x
 
 

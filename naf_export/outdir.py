@@ -18,10 +18,14 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["STAGING_NAME", "OutputDir"]
+__all__ = ["BUNDLE_SUFFIXES", "STAGING_NAME", "OutputDir"]
 
 #: The staging folder inside an output folder; only ever present while a run holds the lock.
 STAGING_NAME = ".naf-export-staging"
+#: Folders that are one artifact (a Core ML package: its Manifest.json names the files that belong
+#: to it). A staged one replaces the folder of its name whole, so that no file of an earlier
+#: version survives inside the new one.
+BUNDLE_SUFFIXES = (".mlpackage",)
 
 
 def _lock(fd: int) -> bool:
@@ -95,14 +99,19 @@ class OutputDir:
         """Move every staged file into the output folder (``last``, e.g. the report, after the
         rest). A file whose bytes are unchanged is left as it was, modification time included
         (runtimes' model caches key on it). Files of earlier runs that this run did not write
-        stay."""
-        staged = sorted(p for p in self.staging.rglob("*") if not p.is_dir())
+        stay, except inside a bundle (:data:`BUNDLE_SUFFIXES`): a staged bundle replaces the old
+        folder whole (first, before the files), unless every file in both is byte-identical."""
+        bundles = self._bundles()
+        staged = sorted(p for p in self.staging.rglob("*")
+                        if not p.is_dir() and not any(b in p.parents for b in bundles))
         staged.sort(key=lambda p: p.relative_to(self.staging).as_posix() in last)
-        for src in staged:  # refuse before moving anything
+        for src in (*bundles, *staged):  # refuse before moving anything
             dst = self.final_path(src)
-            blocker = self._blocker(dst)
+            blocker = self._blocker(dst, bundle=src in bundles)
             if blocker is not None:
                 raise self._fail(f"holds {str(blocker)!r}, which is in the way of {str(dst)!r}; move it away")
+        for index, src in enumerate(bundles):
+            self._replace_bundle(src, self.final_path(src), self.staging / f".replaced-{index}")
         for src in staged:
             dst = self.final_path(src)
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -113,10 +122,37 @@ class OutputDir:
         shutil.rmtree(self.staging)
         self._committed = True
 
-    def _blocker(self, dst: Path) -> Path | None:
-        """What stops a file from being moved to ``dst``: a folder there, or a file where one of
-        its parent folders should be."""
+    def _bundles(self) -> list[Path]:
+        """The staged bundle folders, outermost only."""
+        found = sorted(p for p in self.staging.rglob("*") if p.is_dir() and p.suffix.lower() in BUNDLE_SUFFIXES)
+        return [p for p in found if not any(q in p.parents for q in found)]
+
+    @staticmethod
+    def _same_tree(a: Path, b: Path) -> bool:
+        """Whether folders ``a`` and ``b`` hold the same files with the same bytes (no links)."""
+        def files(root: Path) -> dict[str, Path]:
+            return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if not p.is_dir()}
+
+        fa, fb = files(a), files(b)
+        return fa.keys() == fb.keys() and all(
+            not fa[k].is_symlink() and not fb[k].is_symlink() and filecmp.cmp(fa[k], fb[k], shallow=False) for k in fa)
+
+    @staticmethod
+    def _replace_bundle(src: Path, dst: Path, aside: Path) -> None:
+        """Put the staged bundle ``src`` at ``dst``: the old folder there moves to ``aside`` (inside
+        the staging folder, removed with it) first. An identical old bundle stays untouched."""
+        if dst.is_dir() and OutputDir._same_tree(src, dst):
+            shutil.rmtree(src)
+            return
+        dst.parent.mkdir(parents=True, exist_ok=True)
         if dst.is_dir():
+            os.replace(dst, aside)
+        os.replace(src, dst)
+
+    def _blocker(self, dst: Path, bundle: bool = False) -> Path | None:
+        """What stops a file (or a ``bundle`` folder) from being moved to ``dst``: a folder there
+        (a file, for a bundle), or a file where one of its parent folders should be."""
+        if (dst.exists() and not dst.is_dir()) if bundle else dst.is_dir():
             return dst
         for parent in dst.parents:
             if parent == self.path:

@@ -35,10 +35,12 @@ def artifact_kind(path: str | os.PathLike[str]) -> str:
 
 
 def open_artifact(path: str | os.PathLike[str], *, plugin: str | os.PathLike[str] | None = None, threads: int = 0):
-    """A runner for any artifact this project writes (ONNX, OpenVINO IR, TensorRT engine)."""
+    """A runner for any artifact this project writes (ONNX, OpenVINO IR, TensorRT engine, Core ML
+    package). A runner may carry ``runtime_label``, naming what runs it where its kind alone would
+    mislead (a Core ML package evaluated off macOS)."""
     kind = artifact_kind(path)
     if not Path(path).exists():
-        raise FileNotFoundError(f"artifact: no such file {os.fspath(path)!r}")
+        raise FileNotFoundError(f"artifact: no such {'package' if kind == 'coreml' else 'file'} {os.fspath(path)!r}")
     if kind == "onnxruntime":
         from .onnxruntime import OnnxRuntimeRunner
 
@@ -51,7 +53,8 @@ def open_artifact(path: str | os.PathLike[str], *, plugin: str | os.PathLike[str
         from .tensorrt import TensorRtRunner
 
         return TensorRtRunner(path, plugin=plugin)
-    raise ValueError(
-        f"artifact: {os.fspath(path)!r} is a Core ML model; this version of naf-export has no Core ML "
-        "runner (Core ML predictions run only on macOS)"
-    )
+    if plugin is not None:
+        raise ValueError(f"plugin: {os.fspath(path)!r} is a Core ML model, which loads no plugin library; drop --plugin")
+    from .coreml import CoreMLRunner
+
+    return CoreMLRunner(path)
