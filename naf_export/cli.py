@@ -8,7 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .checkpoint import load_naf
+from .checkpoint import load_naf, resolve_checkpoint
 from .errors import EXIT_OK, run_command
 from .pipeline import ExportConfig
 from .targets import TARGETS, ExportRequest, run_target
@@ -18,14 +18,18 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = ExportConfig()
     p = argparse.ArgumentParser(
         prog="naf-export",
-        description="Export NAF to an edge runtime and prove the artifact against PyTorch. "
-                    "'naf-export validate ARTIFACT' compares an existing artifact with PyTorch.",
+        description="Export NAF to an edge runtime and prove the artifact against PyTorch. Subcommands: "
+                    "'naf-export validate ARTIFACT' compares an existing artifact with PyTorch; 'naf-export bench' "
+                    "times backends on the official protocol; 'naf-export convert-checkpoint IN OUT.safetensors' "
+                    "rewrites weights without pickle.",
     )
     p.add_argument("--target", choices=tuple(TARGETS), default="onnxruntime",
                    help="onnx: write the model; onnxruntime (default), openvino, tensorrt: build the "
-                        "artifact, run it, report parity and latency")
+                        "artifact, run it, report parity and latency; coreml: build the .mlpackage and report "
+                        "parity (off macOS by evaluating its program, without latency)")
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="release-format NAF checkpoint (naf_release.pth); untrained stand-in weights if omitted")
+                   help="NAF weights: 'release' (the release checkpoint, downloaded once into torch hub's cache), "
+                        "a release-format .pth or a .safetensors file; untrained stand-in weights if omitted")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=defaults.image_size)
     p.add_argument("--feature-size", type=int, nargs=2, metavar=("h", "w"), default=defaults.feature_size)
     p.add_argument("--channels", type=int, default=defaults.channels, metavar="C")
@@ -61,8 +65,9 @@ def request_from_args(args: argparse.Namespace) -> ExportRequest:
     if args.data is not None and not args.int8:
         raise ValueError("--data: calibration images are only used with --int8")
     config = ExportConfig(tuple(args.image_size), tuple(args.feature_size), args.channels, tuple(args.output_size))
+    checkpoint = resolve_checkpoint(args.checkpoint)
     return ExportRequest(
-        model=load_naf(args.checkpoint),
+        model=load_naf(checkpoint),
         config=config,
         out=args.out,
         attention=args.attention,
@@ -72,7 +77,7 @@ def request_from_args(args: argparse.Namespace) -> ExportRequest:
         samples=args.samples,
         runs=args.runs,
         threads=args.threads,
-        trained=args.checkpoint is not None,
+        checkpoint=checkpoint,
         plugin=args.plugin,
         lean_memory=args.lean_memory,
         batch_range=tuple(args.batch_range),
@@ -92,13 +97,42 @@ def _export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def convert_checkpoint_main(argv: list[str]) -> int:
+    """``naf-export convert-checkpoint IN OUT.safetensors``."""
+    from .checkpoint import convert_checkpoint
+
+    p = argparse.ArgumentParser(prog="naf-export convert-checkpoint",
+                                description="Write NAF weights as a .safetensors file (loading it needs no pickle).")
+    p.add_argument("source", help="'release' (the release weights) or a release-format .pth / .safetensors file")
+    p.add_argument("destination", type=Path, help="the .safetensors file to write")
+    args = p.parse_args(argv)
+
+    def run() -> int:
+        path = convert_checkpoint(args.source, args.destination)
+        print(f"wrote {path}")
+        return EXIT_OK
+
+    return run_command("naf-export convert-checkpoint", run)
+
+
+def _subcommand(name: str):
+    if name == "validate":
+        from .validate import main
+    elif name == "bench":
+        from .bench.__main__ import main
+    else:
+        main = convert_checkpoint_main
+    return main
+
+
+SUBCOMMANDS = ("validate", "bench", "convert-checkpoint")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``naf-export``; the exit status is documented in :mod:`naf_export.errors`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["validate"]:
-        from .validate import main as validate_main
-
-        return validate_main(argv[1:])
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        return _subcommand(argv[0])(argv[1:])
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     return run_command("naf-export", lambda: _export(args))

@@ -91,6 +91,7 @@ class Report:
     parity: dict[str, float] | None = None
     latency_ms: dict[str, float] | None = None
     notes: list[str] = field(default_factory=list)
+    checkpoint: dict[str, str] | None = None  # {"path", "sha256"} of the weights' file; None: stand-in weights
 
     def to_dict(self) -> dict:
         return {
@@ -102,6 +103,7 @@ class Report:
                 "channels": self.config.channels,
                 "output_size": list(self.config.output_size),
             },
+            "checkpoint": self.checkpoint,
             "artifacts": self.artifacts,
             "parity": self.parity,
             "latency_ms": self.latency_ms,

@@ -1,9 +1,9 @@
 """``naf-export validate ARTIFACT``: what an artifact's precision and runtime cost, in numbers and
 pictures.
 
-The artifact (ONNX with or without the plugin, OpenVINO IR, TensorRT engine) and the PyTorch
-float32 model run on the same inputs. Per image and overall it reports max_abs, rel_l2, cosine
-(mean, min), PSNR, and a downstream proxy: a K-means segmentation (fitted on the float32
+The artifact (ONNX with or without the plugin, OpenVINO IR, TensorRT engine, Core ML package) and
+the PyTorch float32 model run on the same inputs. Per image and overall it reports max_abs, rel_l2,
+cosine (mean, min), PSNR, and a downstream proxy: a K-means segmentation (fitted on the float32
 output) of both outputs and the mIoU between them. It writes ``report.json``, ``report.md`` and
 PNGs (PCA colour maps and K-means segmentations side by side, per-pixel error heat map), and
 exits 1 when a threshold given on the command line is missed, so it can gate CI.
@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_naf
+from .checkpoint import load_naf, resolve_checkpoint
 from .config import check_count, check_threads
 from .errors import EXIT_CHECK_FAILED, EXIT_OK, run_command
 from .jsonio import write_json
 from .metrics import kmeans_fit, kmeans_segment, mean_iou, parity, psnr
 from .pipeline import ExportConfig, sample_inputs
+from .release import file_sha256
 from .sizing import check_memory
 from .samples import IMAGENET_MEAN, IMAGENET_STD, SAMPLE_IMAGES
 
@@ -183,6 +184,7 @@ def validate_artifact(
     runner = open_artifact(artifact, plugin=plugin, threads=threads)
     config: ExportConfig = runner.config
     check_memory(config)
+    checkpoint = resolve_checkpoint(checkpoint)
     model = load_naf(checkpoint)
     with OutputDir(out) as folder:
         samples = _inputs(None if data is None else Path(data), config, limit)
@@ -203,10 +205,12 @@ def validate_artifact(
         failures = _check(overall, thresholds)
         report = {
             "artifact": os.fspath(artifact),
-            "runtime": artifact_kind(artifact),
+            "runtime": getattr(runner, "runtime_label", artifact_kind(artifact)),
             "config": {"image_size": list(config.image_size), "feature_size": list(config.feature_size),
                        "channels": config.channels, "output_size": list(config.output_size)},
             "reference": f"PyTorch float32 ({os.fspath(checkpoint) if checkpoint else 'untrained stand-in weights'})",
+            "checkpoint": None if checkpoint is None else {"path": os.fspath(checkpoint),
+                                                           "sha256": file_sha256(checkpoint)},
             "data": os.fspath(data) if data is not None else "bundled sample images",
             "kmeans_clusters": clusters,
             "images": rows,
@@ -224,10 +228,12 @@ def validate_artifact(
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="naf-export validate", description=__doc__.split("\n\n")[0].replace("\n", " "))
-    p.add_argument("artifact", type=Path, help="model.onnx, model.xml (OpenVINO IR) or model.engine (TensorRT)")
+    p.add_argument("artifact", type=Path,
+                   help="model.onnx, model.xml (OpenVINO IR), model.engine (TensorRT) or model.mlpackage (Core ML)")
     p.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help="images (+ optional .npy/.pt features of the same stem); default: the bundled sample images")
-    p.add_argument("--checkpoint", type=Path, default=None, help="the checkpoint the artifact was exported from")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="the weights the artifact was exported from: 'release', a .pth or a .safetensors file")
     p.add_argument("--plugin", type=Path, default=None, help="plugin/extension library (default: the package's)")
     p.add_argument("--out", type=Path, default=Path("naf_validate_out"), help="output directory")
     p.add_argument("--clusters", type=int, default=8, help="K of the k-means segmentation proxy")

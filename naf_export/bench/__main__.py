@@ -1,6 +1,6 @@
 """Benchmark NAF backends on the official protocol; print a Markdown table, optionally JSON.
 
-    python -m naf_export.bench --backends pytorch onnxruntime --ratios 2 4 8 16
+    naf-export bench --backends pytorch onnxruntime --ratios 2 4 8 16 [--plot bench.png] [--markdown bench.md]
 
 Backends: ``pytorch`` (eager model), ``pytorch-attention`` / ``native-attention`` (the attention op alone, PyTorch / C++ kernel),
 ``onnxruntime`` (fused ONNX + plugin), ``onnxruntime-portable`` (standard ops only),
@@ -20,6 +20,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -90,8 +91,8 @@ def _prepare_openvino(backend: str, ratio: int, args: argparse.Namespace, workdi
     return ["--model", str(xml), *flags[2:]]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m naf_export.bench", description=__doc__,
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="naf-export bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", nargs="+", choices=BACKENDS, default=["pytorch", "onnxruntime"])
     p.add_argument("--ratios", nargs="+", type=int, default=[2, 4, 8, 16])
@@ -102,8 +103,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--json", type=Path, help="write all results here")
-    args = p.parse_args(argv)
+    p.add_argument("--markdown", type=Path, metavar="MD", help="write the tables (summary and full) here as Markdown")
+    p.add_argument("--plot", type=Path, metavar="PNG",
+                   help="draw latency against ratio per backend (log scales, FLOP floor dashed) into this PNG")
+    return p
 
+
+def _check_args(args: argparse.Namespace) -> None:
+    from ..config import check_count
+
+    for ratio in args.ratios:
+        check_count("ratios", ratio, hint=" (output size = features x ratio)")
+    check_count("channels", args.channels)
+    check_count("image", args.image, 2)
+    check_count("features", args.features, 9, hint=" (NAF's attention window is 9)")
+    check_count("repeats", args.repeats)
+    check_count("threads", args.threads, 1, hint=" (threads of each backend)")
+    if args.plot is not None:
+        from .report import require_matplotlib
+
+        require_matplotlib()
+
+
+def run_benchmarks(args: argparse.Namespace) -> tuple[float, list[dict]]:
+    """The float32 matmul rate (GFLOP/s) and one result dict per (backend, ratio)."""
     rate = measure_matmul_gflops()
     results = []
     configs = [(b, r) for r in args.ratios for b in args.backends]
@@ -134,21 +157,35 @@ def main(argv: list[str] | None = None) -> int:
             result["gflop"] = flops / 1e9
             result["floor_ms"] = flops / (rate * 1e9) * 1e3
             results.append(result)
+    return rate, results
 
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"float32 matmul {rate:.0f} GFLOP/s; threads={args.threads}; C={args.channels}, "
-          f"image {args.image}, features {args.features}")
-    print("| backend | ratio | output | median ms | peak RSS MB | GFLOP | floor ms | x floor |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in results:
-        if "error" in r:
-            print(f"| {r['backend']} | {r['ratio']} | | failed | | | | |")
-            continue
-        print(f"| {r['backend']} | {r['ratio']} | {r['output']} | {r['median_ms']:.0f} | "
-              f"{r['peak_rss_mb']:.0f} | {r['gflop']:.1f} | {r['floor_ms']:.0f} | {r['median_ms'] / r['floor_ms']:.2f} |")
+
+def _bench(args: argparse.Namespace) -> int:
+    from .report import full_table, plot, summary_table
+
+    _check_args(args)
+    rate, results = run_benchmarks(args)
+    heading = (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+               f"float32 matmul {rate:.0f} GFLOP/s; threads={args.threads}; C={args.channels}, "
+               f"image {args.image}, features {args.features}; {time.strftime('%Y-%m-%d')}")
+    text = "\n".join([heading, "", summary_table(results), "", full_table(results)]) + "\n"
+    print("\n" + text, end="")
+    if args.markdown:
+        args.markdown.write_text(text)
     if args.json:
         args.json.write_text(json.dumps({"matmul_gflops": rate, "results": results}, indent=2) + "\n")
-    return 0
+    if args.plot:
+        plot(results, args.plot, title=heading)
+        print(f"plot: {args.plot}")
+    return 1 if any("error" in r for r in results) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``naf-export bench`` (also ``python -m naf_export.bench``); exits 1 when a backend failed."""
+    from ..errors import run_command
+
+    args = build_parser().parse_args(argv)
+    return run_command("naf-export bench", lambda: _bench(args))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ TARGETS = {
     "onnx": "onnx",
     "openvino": "openvino",
     "tensorrt": "tensorrt",
+    "coreml": "coreml",
 }
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -62,7 +63,7 @@ class ExportRequest:
     samples: int = 2  # bundled sample images used for parity
     runs: int = 10  # timed runs for latency
     threads: int = 0  # runtime threads (0: all cores)
-    trained: bool = False  # whether real weights were loaded from a checkpoint
+    checkpoint: Path | None = None  # the file the model's weights came from (None: untrained stand-in)
     plugin: Path | None = None  # explicit plugin library (otherwise the one built with the package)
     lean_memory: bool = False  # trade some speed for a lower peak memory where the runtime allows
     batch_range: tuple[int, int, int] = (1, 1, 8)  # min/opt/max batch of a dynamic-batch engine
@@ -152,16 +153,22 @@ def write_int8_onnx(request: ExportRequest, fp32_path: Path, report: Report,
 
 def new_report(request: ExportRequest, target: str) -> Report:
     report = Report(target=target, precision=request.precision, config=request.config)
-    if not request.trained:
+    if request.checkpoint is not None:
+        from ..release import file_sha256
+
+        report.checkpoint = {"path": os.fspath(request.checkpoint), "sha256": file_sha256(request.checkpoint)}
+    else:
         report.notes.append("untrained stand-in weights (no --checkpoint): parity is meaningful, features are not")
     return report
 
 
-def finish_report(report: Report, runner: Runner, request: ExportRequest) -> Report:
-    """Parity against PyTorch float32 on the sample inputs, and latency."""
+def finish_report(report: Report, runner: Runner, request: ExportRequest, *, latency: bool = True) -> Report:
+    """Parity against PyTorch float32 on the sample inputs, and latency (unless ``latency`` is
+    False: a runner that is not the target's runtime says nothing about its speed)."""
     inputs = sample_inputs(request.config, request.samples)
     report.parity = parity_against_pytorch(request.model, runner, inputs, request.config.output_size)
-    report.latency_ms = measure_latency(runner, *inputs[0], runs=request.runs)
+    if latency:
+        report.latency_ms = measure_latency(runner, *inputs[0], runs=request.runs)
     return report
 
 
@@ -174,9 +181,13 @@ def run_target(target: str, request: ExportRequest) -> Report:
         raise ValueError(f"target: expected one of {tuple(TARGETS)}, got {target!r}")
     if request.plugin is not None:
         if target not in PLUGIN_TARGETS:
-            raise ValueError(f"plugin: --target {target} runs nothing, so it loads no plugin library")
+            reason = "runs nothing, so it loads" if target == "onnx" else "loads"
+            raise ValueError(f"plugin: --target {target} {reason} no plugin library (only --target "
+                             f"{', '.join(PLUGIN_TARGETS)} do)")
         request.plugin = check_plugin(request.plugin, target)
     module = importlib.import_module(f".{TARGETS[target]}", __name__)
+    if hasattr(module, "check_request"):  # target-specific arguments, refused before anything is written
+        module.check_request(request)
     with OutputDir(request.out) as out:
         staged = copy.copy(request)
         staged.work = out.staging
