@@ -7,6 +7,8 @@ ATTENTION_OP = "CrossScaleNeighborhoodAttention"
 ATTENTION_VERSION = 1
 #: Fused GroupNorm -> SiLU -> reflect pad, same domain; implemented by the ONNX Runtime plugin (CPU).
 GROUP_NORM_SILU_OP = "GroupNormSiLU"
+#: GroupNormSiLU between INT8 convolutions, 8-bit input and output, same domain and runtime.
+QUANTIZED_GROUP_NORM_SILU_OP = "QGroupNormSiLU"
 #: Axial RoPE of the queries, same domain and runtime.
 AXIAL_ROPE_OP = "AxialRoPE"
 INPUT_NAMES = ("image", "features")

@@ -29,6 +29,7 @@ __all__ = [
     "elf_exported_symbols",
     "find_library",
     "group_norm_silu_cpu",
+    "group_norm_silu_quantized_cpu",
     "openvino_build_info",
     "openvino_library_path",
     "ort_library_path",
@@ -237,6 +238,12 @@ def _core(path: str) -> ctypes.CDLL:
         ctypes.POINTER(_RopeShape), ctypes.c_int, *[ctypes.c_void_p] * 6, ctypes.c_void_p, ctypes.c_void_p,
         ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t,
     ]
+    lib.naf_qgn_silu_forward_cpu.restype = ctypes.c_int
+    lib.naf_qgn_silu_forward_cpu.argtypes = [
+        ctypes.POINTER(_GnShape), ctypes.c_int, ctypes.c_void_p, _Quantization, ctypes.c_void_p, ctypes.c_void_p,
+        ctypes.c_float, _Quantization, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
+        ctypes.c_char_p, ctypes.c_size_t,
+    ]
     lib.naf_gn_silu_forward_cpu.restype = ctypes.c_int
     lib.naf_gn_silu_forward_cpu.argtypes = [
         ctypes.POINTER(_GnShape), ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float,
@@ -364,6 +371,46 @@ def group_norm_silu_cpu(x: object, gamma: object, beta: object, num_groups: int,
     rc = lib.naf_gn_silu_forward_cpu(ctypes.byref(shape), _DTYPES[x.dtype], x.ctypes.data, gamma.ctypes.data,
                                      beta.ctypes.data, float(epsilon), out.ctypes.data, None, None, 1, message,
                                      len(message))
+    if rc != 0:
+        raise ValueError(message.value.decode(errors="replace"))
+    return out
+
+
+class _Quantization(ctypes.Structure):
+    _fields_ = [("scale", ctypes.c_float), ("zero_point", ctypes.c_int32)]
+
+
+_QTYPES = {np.dtype(np.int8): 0, np.dtype(np.uint8): 1}
+
+
+def group_norm_silu_quantized_cpu(x: object, x_scale: float, x_zero_point: int, gamma: object, beta: object,
+                                  num_groups: int, y_scale: float, y_zero_point: int, epsilon: float = 1e-5,
+                                  pad: int = 0) -> np.ndarray:
+    """The 8-bit GroupNorm -> SiLU -> reflect pad kernel of ``libnaf_core``
+    (``naf_qgn_silu_forward_cpu``), on the calling thread: ``x`` (N, C, H, W) int8 or uint8 with
+    its per-tensor scale and zero point, ``gamma``/``beta`` (C,) float32; returns
+    (N, C, H + 2 pad, W + 2 pad) of x's type quantized with ``y_scale``/``y_zero_point``.
+    Raises ValueError with the kernel's message on bad arguments."""
+    x = np.ascontiguousarray(_as_array(x))
+    gamma, beta = (np.ascontiguousarray(_as_array(t), dtype=np.float32) for t in (gamma, beta))
+    if x.dtype not in _QTYPES:
+        raise ValueError(f"x: dtype {x.dtype} is not supported (int8 or uint8)")
+    if x.ndim != 4:
+        raise ValueError(f"x: expected a 4-D (N, C, H, W) array, got shape {x.shape}")
+    for name, t in (("gamma", gamma), ("beta", beta)):
+        if t.shape != (x.shape[1],):
+            raise ValueError(f"{name}: expected a ({x.shape[1]},) array, got {t.shape}")
+    n, c, h, w = x.shape
+    shape = _GnShape(n, c, h, w, int(num_groups), int(pad))
+    message = ctypes.create_string_buffer(512)
+    lib = _core(str(find_library("naf_core")))
+    if lib.naf_gn_silu_check_shape(ctypes.byref(shape), message, len(message)) != 0:
+        raise ValueError(message.value.decode(errors="replace"))
+    out = np.empty((n, c, h + 2 * pad, w + 2 * pad), dtype=x.dtype)
+    rc = lib.naf_qgn_silu_forward_cpu(ctypes.byref(shape), _QTYPES[x.dtype], x.ctypes.data,
+                                      _Quantization(x_scale, x_zero_point), gamma.ctypes.data, beta.ctypes.data,
+                                      float(epsilon), _Quantization(y_scale, y_zero_point), out.ctypes.data, None, None,
+                                      1, message, len(message))
     if rc != 0:
         raise ValueError(message.value.decode(errors="replace"))
     return out

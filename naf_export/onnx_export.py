@@ -40,7 +40,8 @@ from .model import NAF, RotaryEmbedding2d, _size_pair
 __all__ = ["ATTENTION_DOMAIN", "ATTENTION_OP", "ENCODER_OPS", "OPSET", "export_onnx", "linear_resize_matrix",
            "register_naf_schemas", "rope_tables"]
 
-from .contract import ATTENTION_DOMAIN, ATTENTION_OP, AXIAL_ROPE_OP, GROUP_NORM_SILU_OP, INPUT_NAMES, OPSET, OUTPUT_NAME
+from .contract import (ATTENTION_DOMAIN, ATTENTION_OP, AXIAL_ROPE_OP, GROUP_NORM_SILU_OP, INPUT_NAMES, OPSET, OUTPUT_NAME,
+                       QUANTIZED_GROUP_NORM_SILU_OP)
 
 #: Node-name scopes ("scope/op_n") of the parts quantization keeps in float by default.
 GROUP_NORM_SCOPE = "group_norm"
@@ -67,6 +68,16 @@ def register_naf_schemas() -> None:
             GROUP_NORM_SILU_OP, ATTENTION_DOMAIN, 1,
             doc="GroupNorm, SiLU, then reflect padding of each spatial side (naf-export ONNX Runtime plugin).",
             inputs=[P("X", "T"), P("gamma", "T"), P("beta", "T")], outputs=[P("Y", "T")], type_constraints=floats,
+            attributes=[A("num_groups", onnx.defs.OpSchema.AttrType.INT, "groups"),
+                        A("epsilon", helper.make_attribute("epsilon", 1e-5), "variance epsilon"),
+                        A("pad", helper.make_attribute("pad", 0), "reflect padding per spatial side")],
+        ),
+        onnx.defs.OpSchema(
+            QUANTIZED_GROUP_NORM_SILU_OP, ATTENTION_DOMAIN, 1,
+            doc="GroupNormSiLU between DequantizeLinear and QuantizeLinear, in 8 bits (naf-export ONNX Runtime plugin).",
+            inputs=[P("X", "T8"), P("x_scale", "tensor(float)"), P("x_zero_point", "T8"), P("gamma", "tensor(float)"),
+                    P("beta", "tensor(float)"), P("y_scale", "tensor(float)"), P("y_zero_point", "T8")],
+            outputs=[P("Y", "T8")], type_constraints=[("T8", ["tensor(int8)", "tensor(uint8)"], "8-bit storage type")],
             attributes=[A("num_groups", onnx.defs.OpSchema.AttrType.INT, "groups"),
                         A("epsilon", helper.make_attribute("epsilon", 1e-5), "variance epsilon"),
                         A("pad", helper.make_attribute("pad", 0), "reflect padding per spatial side")],
@@ -103,6 +114,8 @@ class _Graph:
     def __init__(self) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
+        self.value_info: list[onnx.ValueInfoProto] = []
+        self.batch: int | str = 1  # the batch dimension of every activation
         self._count = 0
         self._scopes: list[str] = []
 
@@ -132,6 +145,14 @@ class _Graph:
     def op(self, op_type: str, inputs: Sequence[str], hint: str | None = None, domain: str = "", **attrs) -> str:
         out = self.name(hint or op_type.lower())
         self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=out, domain=domain, **attrs))
+        return out
+
+    def naf_op(self, op_type: str, inputs: Sequence[str], hint: str, shape: Sequence[int | str], **attrs) -> str:
+        """A node of the ``naf`` domain, with its float32 output's shape recorded in the graph's
+        value_info: onnx's shape inference cannot derive it, and tools that need every tensor's
+        type (ONNX Runtime's INT8 calibrator among them) would otherwise skip the tensor."""
+        out = self.op(op_type, inputs, hint=hint, domain=ATTENTION_DOMAIN, **attrs)
+        self.value_info.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, list(shape)))
         return out
 
     # Shorthands for the ops used repeatedly.
@@ -204,9 +225,10 @@ def _norm_silu_conv(g: _Graph, x: str, norm: torch.nn.GroupNorm, conv: torch.nn.
     if encoder_ops == "onnx":
         return _conv(g, _silu(g, _group_norm(g, x, norm, hw)), conv)
     with g.scope(GROUP_NORM_SCOPE):
-        x = g.op(GROUP_NORM_SILU_OP, [x, g.const(norm.weight, "gn_gamma"), g.const(norm.bias, "gn_beta")],
-                 hint="group_norm_silu", domain=ATTENTION_DOMAIN, num_groups=norm.num_groups,
-                 epsilon=float(norm.eps), pad=conv.kernel_size[0] // 2)
+        pad = conv.kernel_size[0] // 2
+        x = g.naf_op(GROUP_NORM_SILU_OP, [x, g.const(norm.weight, "gn_gamma"), g.const(norm.bias, "gn_beta")],
+                     "group_norm_silu", [g.batch, norm.num_channels, hw[0] + 2 * pad, hw[1] + 2 * pad],
+                     num_groups=norm.num_groups, epsilon=float(norm.eps), pad=pad)
     return _conv(g, x, conv, padded=True)
 
 
@@ -232,8 +254,8 @@ def _rope(g: _Graph, x: str, model: NAF, hw: tuple[int, int], encoder_ops: str) 
     if encoder_ops == "fused":
         tables = [g.const(t, n) for t, n in zip((cos_h, sin_h, cos_w, sin_w), ("rope_cos_h", "rope_sin_h",
                                                                                 "rope_cos_w", "rope_sin_w"))]
-        return g.op(AXIAL_ROPE_OP, [x, *tables], hint="axial_rope", domain=ATTENTION_DOMAIN,
-                    num_heads=rope.num_heads)
+        return g.naf_op(AXIAL_ROPE_OP, [x, *tables], "axial_rope", [g.batch, rope.num_heads * rope.head_dim, *hw],
+                        num_heads=rope.num_heads)
     h, w = hw
     half = rope.head_dim // 2
     tables = []
@@ -251,17 +273,12 @@ def _rope(g: _Graph, x: str, model: NAF, hw: tuple[int, int], encoder_ops: str) 
     return g.reshape(out, [0, rope.num_heads * rope.head_dim, h, w])
 
 
-def _attention_fused(g, q, k, v, model, in_hw, out_hw) -> str:
+def _attention_fused(g, q, k, v, model, channels, in_hw, out_hw) -> str:
     rows = neighborhood_index(in_hw[0], out_hw[0], model.kernel_size).to(torch.int32)
     cols = neighborhood_index(in_hw[1], out_hw[1], model.kernel_size).to(torch.int32)
-    return g.op(
-        ATTENTION_OP,
-        [q, k, v, g.const(rows, "row_index"), g.const(cols, "col_index")],
-        hint="cross_scale_attention",
-        domain=ATTENTION_DOMAIN,
-        num_heads=model.num_heads,
-        scale=float(model.scale),
-    )
+    return g.naf_op(ATTENTION_OP, [q, k, v, g.const(rows, "row_index"), g.const(cols, "col_index")],
+                    "cross_scale_attention", [g.batch, channels, *out_hw], num_heads=model.num_heads,
+                    scale=float(model.scale))
 
 
 def _attention_cells(g, q, k, v, model, dq_all, channels, in_hw, out_hw) -> str:
@@ -343,10 +360,13 @@ def build_onnx(
     image_hw = _size_pair("image_size", image_size)
     in_hw = _size_pair("feature_size", feature_size)
     out_hw = _size_pair("output_size", output_size)
-    # Validate exactly as the model's forward would, on empty stand-ins.
-    model.check_inputs(torch.zeros(1, 3, *image_hw), torch.zeros(1, channels, *in_hw), out_hw)
+    # Validate exactly as the model's forward would, on stand-ins that allocate nothing.
+    model.check_inputs(torch.empty(1, 3, *image_hw, device="meta"), torch.empty(1, channels, *in_hw, device="meta"),
+                       out_hw)
 
+    batch: int | str = "batch" if dynamic_batch else 1
     g = _Graph()
+    g.batch = batch
     # Image encoder input size: the release's resize rule.
     (ih, iw), (oh, ow) = image_hw, out_hw
     enc_hw = (min(ih, 4 * oh, 4 * ow), min(iw, 4 * ow, 4 * oh)) if ih > 4 * oh or iw > 4 * ow else image_hw
@@ -360,20 +380,19 @@ def build_onnx(
     dq_all = model.dim
     with g.scope(ATTENTION_SCOPE):
         if attention == "fused":
-            out = _attention_fused(g, queries, keys, INPUT_NAMES[1], model, in_hw, out_hw)
+            out = _attention_fused(g, queries, keys, INPUT_NAMES[1], model, channels, in_hw, out_hw)
         elif out_hw[0] % in_hw[0] == 0 and out_hw[1] % in_hw[1] == 0:
             out = _attention_cells(g, queries, keys, INPUT_NAMES[1], model, dq_all, channels, in_hw, out_hw)
         else:
             out = _attention_gather(g, queries, keys, INPUT_NAMES[1], model, dq_all, channels, in_hw, out_hw)
     g.nodes.append(helper.make_node("Identity", [out], [OUTPUT_NAME], name="output"))
 
-    batch: int | str = "batch" if dynamic_batch else 1
     inputs = [
         helper.make_tensor_value_info(INPUT_NAMES[0], TensorProto.FLOAT, [batch, 3, *image_hw]),
         helper.make_tensor_value_info(INPUT_NAMES[1], TensorProto.FLOAT, [batch, channels, *in_hw]),
     ]
     outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [batch, channels, *out_hw])]
-    graph = helper.make_graph(g.nodes, "naf", inputs, outputs, g.initializers)
+    graph = helper.make_graph(g.nodes, "naf", inputs, outputs, g.initializers, value_info=g.value_info)
     opsets = [helper.make_opsetid("", OPSET)]
     if attention == "fused" or encoder_ops == "fused":
         opsets.append(helper.make_opsetid(ATTENTION_DOMAIN, 1))

@@ -16,10 +16,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .contract import INPUT_NAMES, OUTPUT_NAME
+from .contract import (ATTENTION_DOMAIN, GROUP_NORM_SILU_OP, INPUT_NAMES, OUTPUT_NAME,
+                       QUANTIZED_GROUP_NORM_SILU_OP)
 from .onnx_export import ATTENTION_SCOPE, GROUP_NORM_SCOPE
 
-__all__ = ["QUANTIZED_OP_TYPES", "convert_fp16", "float_scopes", "quantize_int8"]
+__all__ = ["QUANTIZED_OP_TYPES", "convert_fp16", "float_scopes", "fuse_quantized_group_norm", "quantize_int8"]
 
 #: Operators given INT8 inputs: the convolutions hold almost all of NAF's arithmetic.
 QUANTIZED_OP_TYPES = ("Conv", "Pad")
@@ -127,16 +128,26 @@ def quantize_int8(
     plugin: str | os.PathLike[str] | None = None,
     keep_float: Sequence[str] | None = None,
     progress: bool = True,
+    runtime: str = "onnxruntime",
 ) -> Path:
     """Static INT8 quantization in QDQ form, calibrated (min/max) on ``calibration``.
 
-    Convolution weights are symmetric per output channel, activations symmetric per tensor
-    (zero point 0), biases left in float: the form TensorRT's explicit-precision INT8 consumes
-    (it dequantizes 8-bit tensors only), and one ONNX Runtime still fuses into QLinearConv. Nodes whose name lies
-    in one of the ``keep_float`` scopes (default :func:`float_scopes`) stay in float32.
-    ``plugin`` is the ONNX Runtime custom-op library used while calibrating a fused model
-    (default: the one built with the package).
+    Convolution weights are int8, symmetric per output channel; activations per tensor. The rest
+    is the form each ``runtime`` runs fastest:
+
+    * ``"onnxruntime"``: uint8 activations (asymmetric) and int32 biases, the form ONNX Runtime fuses
+      into QLinearConv on x86 (it fuses DequantizeLinear -> Conv -> QuantizeLinear only with a
+      quantized bias, and int8 activations only where it can rewrite a Q -> DQ pair to uint8), and
+      each GroupNorm between two convolutions as one 8-bit ``naf::QGroupNormSiLU``
+      (:func:`fuse_quantized_group_norm`), so the convolutions chain in 8 bits;
+    * ``"tensorrt"``: int8 activations with zero point 0 and float biases, the form TensorRT's
+      explicit quantization consumes (it dequantizes 8-bit tensors only). Nodes whose name lies in one of the ``keep_float`` scopes
+    (default :func:`float_scopes`) stay in float32. ``plugin`` is the ONNX Runtime custom-op
+    library used while calibrating a fused model (default: the one built with the package).
     """
+    if runtime not in ("onnxruntime", "tensorrt"):
+        raise ValueError(f"runtime: expected 'onnxruntime' or 'tensorrt', got {runtime!r}")
+    ort_form = runtime == "onnxruntime"
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
@@ -162,14 +173,61 @@ def quantize_int8(
             quantize_static(
                 src, dst, calibration_data_reader=None, quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-                calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=cache,
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+                activation_type=QuantType.QUInt8 if ort_form else QuantType.QInt8, weight_type=QuantType.QInt8,
+                nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=cache,
+                extra_options={"ActivationSymmetric": not ort_form, "WeightSymmetric": True, "QuantizeBias": ort_form},
             )
         finally:
             logging.getLogger().setLevel(quiet)
     quantized = _load(dst)
+    fused = fuse_quantized_group_norm(quantized) if ort_form else 0
     helper.set_model_props(quantized, {**{p.key: p.value for p in quantized.metadata_props},
-                                       "naf_export.precision": "int8"})
+                                       "naf_export.precision": "int8",
+                                       "naf_export.quantized_group_norm_silu": str(fused)})
     onnx.save_model(quantized, dst)
     return dst
+
+
+def fuse_quantized_group_norm(model: onnx.ModelProto) -> int:
+    """Replace every ``DequantizeLinear -> naf::GroupNormSiLU -> QuantizeLinear`` (the float
+    GroupNorm between two INT8 convolutions of a QDQ model) by one ``naf::QGroupNormSiLU`` on the
+    8-bit tensors; return how many were replaced.
+
+    ONNX Runtime then runs each convolution as QLinearConv straight from the previous node's
+    8-bit output: no float map is dequantized and requantized in between (two full passes per
+    GroupNorm, and the float kernel's 4-byte traffic). Models with the standard-operator encoder
+    (TensorRT's, OpenVINO's) have no GroupNormSiLU node and are left as they are.
+    """
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {v.name for v in graph.output}
+    replaced, drop = 0, set()
+    for node in list(graph.node):
+        if node.op_type != GROUP_NORM_SILU_OP or node.domain != ATTENTION_DOMAIN:
+            continue
+        dq = producer.get(node.input[0])
+        after = consumers.get(node.output[0], [])
+        if dq is None or dq.op_type != "DequantizeLinear" or len(after) != 1 or after[0].op_type != "QuantizeLinear":
+            continue
+        q = after[0]
+        if node.output[0] in outputs or len(dq.input) < 3 or len(q.input) < 3:
+            continue  # a zero point is needed to carry the 8-bit type
+        fused = helper.make_node(
+            QUANTIZED_GROUP_NORM_SILU_OP, [dq.input[0], dq.input[1], dq.input[2], node.input[1], node.input[2],
+                                           q.input[1], q.input[2]],
+            [q.output[0]], name=f"{node.name}_int8", domain=ATTENTION_DOMAIN)
+        fused.attribute.extend(node.attribute)
+        index = list(graph.node).index(node)
+        graph.node.insert(index, fused)
+        drop.update({id(node), id(q)})
+        if len(consumers.get(dq.output[0], [])) == 1:
+            drop.add(id(dq))
+        replaced += 1
+    kept = [n for n in graph.node if id(n) not in drop]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return replaced

@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--encoder-ops", choices=("fused", "onnx"), default="fused",
                         help="fused: naf::GroupNormSiLU nodes, as --target onnxruntime writes; onnx: standard ops")
+    parser.add_argument("--int8", action="store_true",
+                        help="profile the INT8 model naf-export --int8 writes (calibrated on the bundled set)")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.ratio < 1:
         parser.error("--runs and --ratio: expected positive integers")
@@ -38,21 +40,21 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         size = str(28 * args.ratio)
-        subprocess.run([sys.executable, "-m", "naf_export.cli", "--target", "onnx", "--output-size", size, size,
+        target = ["--target", "onnxruntime", "--int8", "--samples", "1", "--runs", "1"] if args.int8 else ["--target", "onnx"]
+        subprocess.run([sys.executable, "-m", "naf_export.cli", *target, "--output-size", size, size,
                         "--encoder-ops", args.encoder_ops, "--out", tmp], check=True, capture_output=True)
+        model_file = os.path.join(tmp, "naf_fused_int8.onnx" if args.int8 else "naf_fused.onnx")
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
         options.enable_mem_pattern = False  # as naf-export's runner
         options.register_custom_ops_library(ort_library_path())
-        session = ort.InferenceSession(os.path.join(tmp, "naf_fused.onnx"), options,
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model_file, options, providers=["CPUExecutionProvider"])
         rng = np.random.default_rng(0)
         feeds = {i.name: rng.standard_normal(i.shape, dtype=np.float32) for i in session.get_inputs()}
         session.run(None, feeds)  # warm-up, not profiled
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(tmp, "ort_profile")
-        session = ort.InferenceSession(os.path.join(tmp, "naf_fused.onnx"), options,
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model_file, options, providers=["CPUExecutionProvider"])
         session.run(None, feeds)  # the profiled session's own first run (arena growth) is dropped below
         for _ in range(args.runs):
             session.run(None, feeds)

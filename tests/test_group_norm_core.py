@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from naf_export.native import group_norm_silu_cpu
+from naf_export.native import group_norm_silu_cpu, group_norm_silu_quantized_cpu
 from op_feeds import group_norm_silu_reference as reference, rel_l2
 
 pytestmark = pytest.mark.usefixtures("core_library")  # fixtures `core_library`, `isa`: conftest.py
@@ -94,3 +94,44 @@ def test_bad_epsilon_and_dtype() -> None:
         group_norm_silu_cpu(x, ones[:3], ones, 2)
     with pytest.raises(ValueError, match="x: dtype float64 is not supported"):
         group_norm_silu_cpu(x.astype(np.float64), ones, ones, 2)
+
+
+# ---- the 8-bit form (naf_qgn_silu_forward_cpu) --------------------------------------------------
+
+
+def _quantize(v: torch.Tensor, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
+    """ONNX QuantizeLinear: round half to even, saturate."""
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(v.numpy() / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("n, c, h, w, groups, pad", CASES)
+def test_quantized_matches_dequantize_groupnorm_quantize(isa, dtype, n, c, h, w, groups, pad) -> None:
+    """Against the unfused path it replaces: DequantizeLinear, GroupNorm + SiLU + pad in float64,
+    QuantizeLinear. Values may differ by one step where a result falls within float32 rounding
+    of a rounding boundary; never by more, and almost never at all."""
+    rng = np.random.default_rng(n * 100 + c + h + w)
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max + 1, size=(n, c, h, w)).astype(dtype)
+    x_scale, x_zp = 0.037, int(rng.integers(info.min // 2, info.max // 2))
+    y_scale, y_zp = 0.021, int(info.min) + 20  # SiLU's output is mostly positive
+    gamma = rng.uniform(0.5, 1.5, c).astype(np.float32)
+    beta = rng.standard_normal(c).astype(np.float32)
+    out = group_norm_silu_quantized_cpu(x, x_scale, x_zp, gamma, beta, groups, y_scale, y_zp, pad=pad)
+    assert out.shape == (n, c, h + 2 * pad, w + 2 * pad) and out.dtype == dtype
+    real = torch.from_numpy((x.astype(np.float64) - x_zp) * np.float32(x_scale))
+    expected = _quantize(reference(real, gamma, beta, groups, pad), y_scale, y_zp, dtype)
+    diff = np.abs(out.astype(np.int32) - expected.astype(np.int32))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+def test_quantized_refuses_bad_quantization() -> None:
+    x = np.zeros((1, 8, 4, 4), np.uint8)
+    ones = np.ones(8, np.float32)
+    with pytest.raises(ValueError, match="x_scale: expected a finite value > 0"):
+        group_norm_silu_quantized_cpu(x, 0.0, 0, ones, ones, 2, 0.1, 0)
+    with pytest.raises(ValueError, match=r"y_zero_point: expected 0\.\.255, got 300"):
+        group_norm_silu_quantized_cpu(x, 0.1, 0, ones, ones, 2, 0.1, 300)
+    with pytest.raises(ValueError, match="num_groups"):
+        group_norm_silu_quantized_cpu(x, 0.1, 0, ones, ones, 3, 0.1, 0)

@@ -137,14 +137,16 @@ def write_fp16_onnx(fp32_path: Path, report: Report) -> Path:
 
 
 def write_int8_onnx(request: ExportRequest, fp32_path: Path, report: Report,
-                    plugin: str | os.PathLike[str] | None = None) -> Path:
-    """``<model>_int8.onnx``: the QDQ model calibrated on ``request.data`` (or the bundled set).
-    ``plugin`` is the ONNX Runtime custom-op library calibration runs with (default: the package's)."""
+                    plugin: str | os.PathLike[str] | None = None, runtime: str = "onnxruntime") -> Path:
+    """``<model>_int8.onnx``: the QDQ model calibrated on ``request.data`` (or the bundled set), in
+    the form ``runtime`` runs fastest (:func:`naf_export.quantize.quantize_int8`). ``plugin`` is the
+    ONNX Runtime custom-op library calibration runs with (default: the package's)."""
     from ..calibration import load_calibration_set
     from ..quantize import quantize_int8
 
     calibration = load_calibration_set(request.data, request.config)
-    path = quantize_int8(fp32_path, fp32_path.with_name(fp32_path.stem + "_int8.onnx"), calibration, plugin=plugin)
+    path = quantize_int8(fp32_path, fp32_path.with_name(fp32_path.stem + "_int8.onnx"), calibration, plugin=plugin,
+                         runtime=runtime)
     report.artifacts["onnx_int8"] = str(path)
     report.notes.append(f"int8: static QDQ calibrated on {len(calibration)} images "
                         f"({request.data or 'bundled calibration set'})")

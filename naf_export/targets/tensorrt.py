@@ -113,7 +113,7 @@ def export(request: ExportRequest) -> Report:
     if request.precision == "int8":
         # request.plugin names the TensorRT library here; calibration runs in ONNX Runtime with
         # the package's own custom-op library.
-        onnx_path = write_int8_onnx(request, fp32_path, report)
+        onnx_path = write_int8_onnx(request, fp32_path, report, runtime="tensorrt")
         report.notes.append("int8: the explicit Q/DQ model, built as a strongly typed TensorRT network")
     if request.attention == "fused":
         report.artifacts["plugin_src"] = str(copy_plugin_sources(request.work / PLUGIN_SRC_DIR))

@@ -1,7 +1,7 @@
 // ONNX Runtime custom-op library, domain "naf", opset 1: "CrossScaleNeighborhoodAttention"
 // (contract: DESIGN.md section 2; CPU and, when built with CUDA, CUDA kernels), and for the image
-// encoder, CPU only, "GroupNormSiLU" (GroupNorm -> SiLU -> reflect pad, naf/group_norm_silu.h)
-// and "AxialRoPE" (naf/axial_rope.h).
+// encoder, CPU only, "GroupNormSiLU" (GroupNorm -> SiLU -> reflect pad, naf/group_norm_silu.h),
+// its 8-bit form "QGroupNormSiLU" (between INT8 convolutions) and "AxialRoPE" (naf/axial_rope.h).
 // Thin adapters: they read tensors and attributes, check what only they can see (ranks, shape
 // agreement between inputs), and call the backend-free core. Every failure becomes an ORT error
 // status whose message names the operator and the problem.
@@ -29,6 +29,7 @@ namespace {
 constexpr const char* kDomain = "naf";
 constexpr const char* kOpName = "CrossScaleNeighborhoodAttention";
 constexpr const char* kGnOpName = "GroupNormSiLU";
+constexpr const char* kQgnOpName = "QGroupNormSiLU";
 constexpr const char* kRopeOpName = "AxialRoPE";
 // Oldest C API with everything used here (KernelContext_ParallelFor, CreateKernelV2/ComputeV2,
 // InferOutputShapeFn): ONNX Runtime 1.17. Newer runtimes serve older API versions unchanged.
@@ -208,7 +209,12 @@ struct GnAttributes {
   int64_t pad = 0;
 };
 
-struct GnCpuKernel {
+// Every input of an encoder op has the op's type unless the kernel says otherwise.
+struct SameTypeInputs {
+  static ONNXTensorElementDataType input_type(size_t /*index*/, ONNXTensorElementDataType type) { return type; }
+};
+
+struct GnCpuKernel : SameTypeInputs {
   static constexpr const char* kName = kGnOpName;
   static constexpr size_t kNumInputs = 3;
   GnAttributes attrs;
@@ -219,7 +225,7 @@ struct GnCpuKernel {
     if (OrtStatusPtr st = required_attribute(info, kName, "num_groups", &attrs.num_groups)) return st;
     optional_attribute(info, "epsilon", &attrs.epsilon);
     optional_attribute(info, "pad", &attrs.pad);
-    *kernel = new GnCpuKernel{attrs};
+    *kernel = new GnCpuKernel{{}, attrs};
     return nullptr;
   }
 
@@ -253,10 +259,78 @@ struct GnCpuKernel {
 };
 
 // ---------------------------------------------------------------------------------------------
+// QGroupNormSiLU, CPU: inputs X (N, C, H, W) int8/uint8, x_scale (float scalar), x_zero_point (X's
+// type, scalar), gamma (C) float, beta (C) float, y_scale, y_zero_point; output Y (N, C, H+2p, W+2p)
+// of X's type: GroupNormSiLU between DequantizeLinear and QuantizeLinear, in 8 bits.
+
+struct QgnCpuKernel {
+  static constexpr const char* kName = kQgnOpName;
+  static constexpr size_t kNumInputs = 7;
+  GnAttributes attrs;
+
+  // X, its zero points and Y have the op's type; scales, gamma and beta are float.
+  static ONNXTensorElementDataType input_type(size_t index, ONNXTensorElementDataType type) {
+    return index == 0 || index == 2 || index == 6 ? type : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+
+  static OrtStatusPtr Create(const OrtKernelInfo* info, void** kernel) {
+    GnAttributes attrs;
+    if (OrtStatusPtr st = required_attribute(info, kName, "num_groups", &attrs.num_groups)) return st;
+    optional_attribute(info, "epsilon", &attrs.epsilon);
+    optional_attribute(info, "pad", &attrs.pad);
+    *kernel = new QgnCpuKernel{attrs};
+    return nullptr;
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    return guarded(kName, [&]() -> OrtStatusPtr {
+      const auto error = [](const std::string& message) { return make_error(message, ORT_INVALID_ARGUMENT, kName); };
+      Ort::KernelContext ctx(context);
+      auto x_info = ctx.GetInput(0).GetTensorTypeAndShapeInfo();
+      const std::vector<int64_t> x = x_info.GetShape();
+      if (x.size() != 4) return error("X: expected rank 4 (N, C, H, W), got shape " + shape_string(x));
+      const NafQType qtype = x_info.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8 ? NAF_QTYPE_INT8
+                                                                                         : NAF_QTYPE_UINT8;
+      const char* vectors[] = {"gamma", "beta"};
+      for (size_t i = 3; i <= 4; ++i) {
+        const std::vector<int64_t> dims = ctx.GetInput(i).GetTensorTypeAndShapeInfo().GetShape();
+        if (dims.size() != 1 || dims[0] != x[1]) {
+          return error(std::string(vectors[i - 3]) + ": expected shape [C] = [" + std::to_string(x[1]) +
+                       "] (one value per channel of X), got " + shape_string(dims));
+        }
+      }
+      const char* scalars[] = {"", "x_scale", "x_zero_point", "", "", "y_scale", "y_zero_point"};
+      for (size_t i : {1, 2, 5, 6}) {
+        if (ctx.GetInput(i).GetTensorTypeAndShapeInfo().GetElementCount() != 1) {
+          return error(std::string(scalars[i]) + ": expected one value (per-tensor quantization)");
+        }
+      }
+      const auto zero_point = [&](size_t i) {
+        const void* data = ctx.GetInput(i).GetTensorRawData();
+        return qtype == NAF_QTYPE_INT8 ? static_cast<int32_t>(*static_cast<const int8_t*>(data))
+                                       : static_cast<int32_t>(*static_cast<const uint8_t*>(data));
+      };
+      const NafQuantization x_quant{*ctx.GetInput(1).GetTensorData<float>(), zero_point(2)};
+      const NafQuantization y_quant{*ctx.GetInput(5).GetTensorData<float>(), zero_point(6)};
+      const NafGnShape shape{x[0], x[1], x[2], x[3], attrs.num_groups, attrs.pad};
+      char message[512] = {0};
+      if (naf_gn_silu_check_shape(&shape, message, sizeof message) != 0) return error(message);
+      void* out = ctx.GetOutput(0, {x[0], x[1], x[2] + 2 * attrs.pad, x[3] + 2 * attrs.pad}).GetTensorMutableRawData();
+      if (shape.batch == 0) return nullptr;
+      return run_cpu_forward(context, kName, [&](NafParallelFor pf, void* runner, int tasks, char* msg, size_t size) {
+        return naf_qgn_silu_forward_cpu(&shape, qtype, ctx.GetInput(0).GetTensorRawData(), x_quant,
+                                        ctx.GetInput(3).GetTensorData<float>(), ctx.GetInput(4).GetTensorData<float>(),
+                                        attrs.epsilon, y_quant, out, pf, runner, tasks, msg, size);
+      });
+    });
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
 // AxialRoPE, CPU: inputs X (B, D, H, W), cos_h, sin_h (Q, H), cos_w, sin_w (Q, W) with
 // Q = D / num_heads / 4; output (B, D, H, W).
 
-struct RopeCpuKernel {
+struct RopeCpuKernel : SameTypeInputs {
   static constexpr const char* kName = kRopeOpName;
   static constexpr size_t kNumInputs = 5;
   int64_t num_heads = 0;
@@ -264,7 +338,7 @@ struct RopeCpuKernel {
   static OrtStatusPtr Create(const OrtKernelInfo* info, void** kernel) {
     int64_t heads = 0;
     if (OrtStatusPtr st = required_attribute(info, kName, "num_heads", &heads)) return st;
-    *kernel = new RopeCpuKernel{heads};
+    *kernel = new RopeCpuKernel{{}, heads};
     return nullptr;
   }
 
@@ -422,7 +496,7 @@ struct EncoderCpuOp : Ort::CustomOpBase<EncoderCpuOp<Kernel, kType>, Kernel, /*W
   const char* GetName() const { return Kernel::kName; }
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
   size_t GetInputTypeCount() const { return Kernel::kNumInputs; }
-  ONNXTensorElementDataType GetInputType(size_t /*index*/) const { return kType; }
+  ONNXTensorElementDataType GetInputType(size_t index) const { return Kernel::input_type(index, kType); }
   size_t GetOutputTypeCount() const { return 1; }
   ONNXTensorElementDataType GetOutputType(size_t /*index*/) const { return kType; }
 };
@@ -448,6 +522,8 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   static CrossScaleOp<CpuKernel> cpu_half("CPUExecutionProvider", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16);
   static EncoderCpuOp<GnCpuKernel, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT> gn_float;
   static EncoderCpuOp<GnCpuKernel, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16> gn_half;
+  static EncoderCpuOp<QgnCpuKernel, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8> qgn_int8;
+  static EncoderCpuOp<QgnCpuKernel, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8> qgn_uint8;
   static EncoderCpuOp<RopeCpuKernel, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT> rope_float;
   static EncoderCpuOp<RopeCpuKernel, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16> rope_half;
 #ifdef NAF_ORT_WITH_CUDA
@@ -460,6 +536,8 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
     domain.Add(&cpu_half);
     domain.Add(&gn_float);
     domain.Add(&gn_half);
+    domain.Add(&qgn_int8);
+    domain.Add(&qgn_uint8);
     domain.Add(&rope_float);
     domain.Add(&rope_half);
 #ifdef NAF_ORT_WITH_CUDA

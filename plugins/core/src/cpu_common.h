@@ -127,9 +127,9 @@ inline int check_dtype(NafDType dtype, char* message, size_t message_size) {
                 static_cast<int>(dtype));
 }
 
-inline int check_buffers(NafDType dtype, const NamedBuffer& output, std::initializer_list<NamedBuffer> inputs,
-                         char* message, size_t message_size) {
-  if (int rc = check_dtype(dtype, message, message_size)) return rc;
+// No null pointer, and an output that overlaps no input.
+inline int check_pointers(const NamedBuffer& output, std::initializer_list<NamedBuffer> inputs, char* message,
+                          size_t message_size) {
   for (const NamedBuffer& b : inputs) {
     if (b.data == nullptr) return report(message, message_size, NAF_CSNA_ERROR_ARGUMENT, "%s: null pointer", b.name);
   }
@@ -143,6 +143,12 @@ inline int check_buffers(NafDType dtype, const NamedBuffer& output, std::initial
     }
   }
   return 0;
+}
+
+inline int check_buffers(NafDType dtype, const NamedBuffer& output, std::initializer_list<NamedBuffer> inputs,
+                         char* message, size_t message_size) {
+  if (int rc = check_dtype(dtype, message, message_size)) return rc;
+  return check_pointers(output, inputs, message, message_size);
 }
 
 // Runs `body()` (returning 0 or an error code); exceptions become NAF_CSNA_ERROR_RESOURCE, so

@@ -45,6 +45,32 @@ NAF_CORE_API int naf_gn_silu_forward_cpu(const NafGnShape* shape, NafDType dtype
                                          NafParallelFor parallel_for, void* runner_data, int num_tasks,
                                          char* message, size_t message_size);
 
+// ---------------------------------------------------------------------------------------------
+// Quantized form: the same operator between two INT8 convolutions, for ONNX Runtime's INT8 models.
+//   y_q = quantize(pad_reflect(silu(groupnorm(dequantize(x_q))))), with
+//   dequantize(q) = (q - zero_point) * scale and quantize(v) = saturate(round_half_even(v / scale) + zero_point)
+// as ONNX DequantizeLinear / QuantizeLinear. The statistics are exact (integer sums); the
+// element step is one 256-entry table per plane, so the map is read twice and written once in
+// 8 bits instead of running DequantizeLinear, the float kernel and QuantizeLinear over float maps.
+//
+//   x      (N, C, H, W)              int8 or uint8
+//   gamma  (C), beta (C)             float32
+//   y      (N, C, H + 2p, W + 2p)    same type as x
+
+typedef enum NafQType { NAF_QTYPE_INT8 = 0, NAF_QTYPE_UINT8 = 1 } NafQType;
+
+typedef struct NafQuantization {
+  float scale;         // finite, > 0
+  int32_t zero_point;  // within the range of the quantized type
+} NafQuantization;
+
+// CPU forward, same conventions as naf_gn_silu_forward_cpu.
+NAF_CORE_API int naf_qgn_silu_forward_cpu(const NafGnShape* shape, NafQType qtype, const void* x,
+                                          NafQuantization x_quant, const float* gamma, const float* beta,
+                                          float epsilon, NafQuantization y_quant, void* y,
+                                          NafParallelFor parallel_for, void* runner_data, int num_tasks,
+                                          char* message, size_t message_size);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif
