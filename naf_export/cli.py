@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .checkpoint import load_naf, resolve_checkpoint
 from .errors import EXIT_OK, run_command
+from .onnx_export import ENCODER_OPS
 from .pipeline import ExportConfig
 from .targets import TARGETS, ExportRequest, run_target
 
@@ -36,12 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-size", type=int, nargs=2, metavar=("H", "W"), default=defaults.output_size)
     p.add_argument("--attention", choices=("fused", "portable"), default="fused",
                    help="fused: the naf::CrossScaleNeighborhoodAttention plugin node; portable: standard ONNX ops only")
-    p.add_argument("--encoder-ops", choices=("onnx", "fused"), default=None,
-                   help="fused: the image encoder's GroupNorm+SiLU+pad and RoPE as naf::GroupNormSiLU / "
-                        "naf::AxialRoPE plugin nodes (ONNX Runtime plugin only; the onnxruntime target's default "
-                        "with fused attention); onnx: standard operators")
+    p.add_argument("--encoder-ops", choices=ENCODER_OPS, default=None,
+                   help="the image encoder's elementwise steps: fused: GroupNorm+SiLU+pad and RoPE as "
+                        "naf::GroupNormSiLU / naf::AxialRoPE plugin nodes (ONNX Runtime; its default with fused "
+                        "attention); rope: the RoPE alone as naf::AxialRoPE (ONNX Runtime, OpenVINO; OpenVINO's "
+                        "default); onnx: standard operators (every runtime)")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="half-precision weights and activations")
+    precision.add_argument("--bf16", action="store_true",
+                           help="bfloat16 inference (openvino, on CPUs with AVX512-BF16 or AMX)")
     precision.add_argument("--int8", action="store_true",
                            help="INT8 post-training quantization calibrated on --data (or the bundled set)")
     p.add_argument("--data", type=Path, default=None, metavar="DIR",
@@ -72,7 +76,7 @@ def request_from_args(args: argparse.Namespace) -> ExportRequest:
         out=args.out,
         attention=args.attention,
         dynamic_batch=args.dynamic_batch,
-        precision="fp16" if args.fp16 else "int8" if args.int8 else "fp32",
+        precision="fp16" if args.fp16 else "bf16" if args.bf16 else "int8" if args.int8 else "fp32",
         data=args.data,
         samples=args.samples,
         runs=args.runs,

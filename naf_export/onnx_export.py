@@ -12,10 +12,11 @@ either
   ``Gather``, column windows by exact one-hot matrix products).
 
 The image encoder's elementwise steps -- ``GroupNorm -> SiLU -> reflect Pad`` before each block
-convolution, and the RoPE of the queries -- are standard operators (``encoder_ops="onnx"``) or,
-for ONNX Runtime with the plugin, ``encoder_ops="fused"``: one ``naf::GroupNormSiLU`` node per
-GroupNorm (statistics in float64; two reads and one write of the map where the standard form
-takes ~8 passes) and one ``naf::AxialRoPE`` node (one read and write instead of ~6).
+convolution, and the RoPE of the queries -- are standard operators (``encoder_ops="onnx"``),
+or plugin nodes: ``encoder_ops="rope"`` writes the RoPE as one ``naf::AxialRoPE`` node (one read and
+write instead of ~6; ONNX Runtime and OpenVINO plugins), ``encoder_ops="fused"`` also each
+GroupNorm as one ``naf::GroupNormSiLU`` node (statistics in float64; two reads and one write of the
+map where the standard form takes ~8 passes; ONNX Runtime plugin only).
 
 Inputs are named ``image`` (B, 3, Hi, Wi) and ``features`` (B, C, h, w); the output ``upsampled``
 (B, C, H, W).
@@ -47,7 +48,7 @@ from .contract import (ATTENTION_DOMAIN, ATTENTION_OP, AXIAL_ROPE_OP, GROUP_NORM
 GROUP_NORM_SCOPE = "group_norm"
 ATTENTION_SCOPE = "attention"
 #: ``encoder_ops`` values: standard operators, or the plugin's fused nodes.
-ENCODER_OPS = ("onnx", "fused")
+ENCODER_OPS = ("onnx", "rope", "fused")
 
 
 def register_naf_schemas() -> None:
@@ -222,7 +223,7 @@ def _silu(g: _Graph, x: str) -> str:
 def _norm_silu_conv(g: _Graph, x: str, norm: torch.nn.GroupNorm, conv: torch.nn.Conv2d, hw: tuple[int, int],
                     encoder_ops: str) -> str:
     """conv(silu(norm(x))), the conv's reflect padding included."""
-    if encoder_ops == "onnx":
+    if encoder_ops != "fused":
         return _conv(g, _silu(g, _group_norm(g, x, norm, hw)), conv)
     with g.scope(GROUP_NORM_SCOPE):
         pad = conv.kernel_size[0] // 2
@@ -251,7 +252,7 @@ def rope_tables(rope: RotaryEmbedding2d, hw: tuple[int, int]) -> tuple[np.ndarra
 def _rope(g: _Graph, x: str, model: NAF, hw: tuple[int, int], encoder_ops: str) -> str:
     rope = model.image_encoder.rope
     cos_h, sin_h, cos_w, sin_w = rope_tables(rope, hw)
-    if encoder_ops == "fused":
+    if encoder_ops in ("rope", "fused"):
         tables = [g.const(t, n) for t, n in zip((cos_h, sin_h, cos_w, sin_w), ("rope_cos_h", "rope_sin_h",
                                                                                 "rope_cos_w", "rope_sin_w"))]
         return g.naf_op(AXIAL_ROPE_OP, [x, *tables], "axial_rope", [g.batch, rope.num_heads * rope.head_dim, *hw],
@@ -394,7 +395,7 @@ def build_onnx(
     outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [batch, channels, *out_hw])]
     graph = helper.make_graph(g.nodes, "naf", inputs, outputs, g.initializers, value_info=g.value_info)
     opsets = [helper.make_opsetid("", OPSET)]
-    if attention == "fused" or encoder_ops == "fused":
+    if attention == "fused" or encoder_ops != "onnx":
         opsets.append(helper.make_opsetid(ATTENTION_DOMAIN, 1))
     onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="naf-export")
     onnx_model.ir_version = 8  # readable by every runtime this project targets
@@ -425,8 +426,9 @@ def export_onnx(
     """Write ``model`` as ONNX for fixed image, feature and output sizes; return the path.
 
     ``attention="fused"`` needs the naf-export plugin at run time; ``"portable"`` runs anywhere.
-    With ``dynamic_batch`` the batch dimension is symbolic (``batch``). ``encoder_ops="fused"`` emits
-    ``naf::GroupNormSiLU`` and ``naf::AxialRoPE`` nodes, which only the ONNX Runtime plugin implements (CPU).
+    With ``dynamic_batch`` the batch dimension is symbolic (``batch``). ``encoder_ops="rope"`` emits a
+    ``naf::AxialRoPE`` node (ONNX Runtime and OpenVINO plugins), ``"fused"`` also ``naf::GroupNormSiLU``
+    nodes (ONNX Runtime plugin only; CPU).
     The file passes ``onnx.checker`` and shape inference.
     """
     onnx_model = build_onnx(

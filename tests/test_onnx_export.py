@@ -64,17 +64,17 @@ def test_portable_matches_pytorch(model, tmp_path, case, batch):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("batch", [1, 2])
-@pytest.mark.parametrize("encoder_ops", ["onnx", "fused"])
+@pytest.mark.parametrize("encoder_ops", ["onnx", "rope", "fused"])
 def test_fused_with_plugin_matches_pytorch(model, tmp_path, case, batch, encoder_ops):
     image_size, feature_size, channels, output_size = CASES[case]
     path = export_onnx(model, tmp_path / "m.onnx", image_size=image_size, feature_size=feature_size,
                        channels=channels, output_size=output_size, attention="fused",
                        dynamic_batch=batch > 1, encoder_ops=encoder_ops)
     nodes = [n.op_type for n in onnx.load(path).graph.node if n.domain == "naf"]
-    fused = encoder_ops == "fused"
+    fused, rope = encoder_ops == "fused", encoder_ops != "onnx"
     assert nodes.count("GroupNormSiLU") == (8 if fused else 0)  # 2 branches x 2 blocks x 2 norms
-    assert nodes.count("AxialRoPE") == (1 if fused else 0) and nodes.count("CrossScaleNeighborhoodAttention") == 1
-    assert len(nodes) == (10 if fused else 1)
+    assert nodes.count("AxialRoPE") == (1 if rope else 0) and nodes.count("CrossScaleNeighborhoodAttention") == 1
+    assert len(nodes) == 1 + (8 if fused else 0) + (1 if rope else 0)
     if encoder_ops == "fused":  # the blocks' reflect padding went into the fused nodes; the stem's stays
         assert len([n for n in onnx.load(path).graph.node if n.op_type == "Pad"]) == 1
     _check_against_pytorch(model, path, CASES[case], batch)
@@ -97,7 +97,7 @@ def test_checker_shape_inference_and_names(model, attention, encoder_ops):
     "kwargs, message",
     [
         (dict(attention="flash"), "attention: expected 'fused' or 'portable'"),
-        (dict(encoder_ops="layer"), r"encoder_ops: expected one of \('onnx', 'fused'\)"),
+        (dict(encoder_ops="layer"), r"encoder_ops: expected one of \('onnx', 'rope', 'fused'\)"),
         (dict(feature_size=(8, 8)), "features: spatial size must be at least 9x9"),
         (dict(output_size=(10, 10)), "output_size: expected at least the feature size"),
         (dict(channels=30), "features: channel count 30 is not divisible by num_heads=4"),
@@ -137,13 +137,14 @@ def test_cli_onnx_target_and_bad_checkpoint(tmp_path, capsys):
     assert "checkpoint:" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("target", ["openvino", "tensorrt"])
-def test_fused_group_norm_is_refused_where_no_kernel_implements_it(tmp_path, capsys, target):
-    code = cli_main(["--target", target, "--encoder-ops", "fused", "--image-size", "64", "64", "--feature-size", "9", "9",
+@pytest.mark.parametrize("target, ops, allowed", [("openvino", "fused", "('rope', 'onnx')"),
+                                                   ("tensorrt", "fused", "('onnx',)"), ("tensorrt", "rope", "('onnx',)")])
+def test_plugin_encoder_nodes_are_refused_where_no_kernel_implements_them(tmp_path, capsys, target, ops, allowed):
+    code = cli_main(["--target", target, "--encoder-ops", ops, "--image-size", "64", "64", "--feature-size", "9", "9",
                      "--channels", "32", "--output-size", "18", "18", "--out", str(tmp_path)])
     assert code == 2
-    assert ("encoder_ops: 'fused' (naf::GroupNormSiLU, naf::AxialRoPE) is implemented by the ONNX Runtime plugin "
-            f"only; --target {target} needs --encoder-ops onnx") in capsys.readouterr().err
+    assert (f"encoder_ops: '{ops}' (plugin nodes) is not implemented for --target {target}; expected one of "
+            f"{allowed}") in capsys.readouterr().err
 
 
 def test_runner_rejects_missing_and_foreign_models(tmp_path):

@@ -159,6 +159,53 @@ def test_graph_errors_name_the_argument(ext: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# naf::AxialRoPE, the queries' rotary embedding as one operation
+
+
+def _rope_model(elem: int, num_heads, shape: list, symbolic_tables: bool = False) -> bytes:
+    from onnx import helper
+
+    names = ("x", "cos_h", "sin_h", "cos_w", "sin_w")
+    quarter, (h, w) = shape[1] // 4 // 4, shape[2:]
+    inputs = [helper.make_tensor_value_info("x", elem, shape)] + [
+        helper.make_tensor_value_info(n, elem, ["Q", n[-1]] if symbolic_tables else [quarter, h if n.endswith("h") else w])
+        for n in names[1:]]
+    node = helper.make_node("AxialRoPE", list(names), ["y"], domain="naf", num_heads=num_heads)
+    graph = helper.make_graph([node], "rope", inputs, [helper.make_tensor_value_info("y", elem, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid("naf", 1)]).SerializeToString()
+
+
+def test_axial_rope_matches_the_model_and_round_trips_through_ir(ext: str, naf_model, tmp_path: Path) -> None:
+    from naf_export.onnx_export import rope_tables
+
+    rope = naf_model.image_encoder.rope  # 4 heads of 64 channels
+    x = torch.randn(2, 256, 13, 21)
+    tables = rope_tables(rope, (13, 21))
+    feeds = {"x": x.numpy(), **dict(zip(("cos_h", "sin_h", "cos_w", "sin_w"), tables))}
+    core, model = read(ext, _rope_model(TensorProto.FLOAT, 4, [2, 256, 13, 21]))
+    out = core.compile_model(model, "CPU", F32_CONFIG)(feeds)[0]
+    with torch.no_grad():
+        assert rel_l2(np.asarray(out), rope(x)) < 1e-6
+    ov.save_model(model, tmp_path / "rope.xml")
+    assert 'type="AxialRoPE" version="naf_opset1"' in (tmp_path / "rope.xml").read_text()
+    reread = core.compile_model(core.read_model(tmp_path / "rope.xml"), "CPU", F32_CONFIG)(feeds)[0]
+    assert np.array_equal(np.asarray(reread), np.asarray(out))
+
+
+def test_axial_rope_errors_name_the_argument(ext: str) -> None:
+    with pytest.raises(Exception, match="attribute 'num_heads' must be an int"):
+        read(ext, _rope_model(TensorProto.FLOAT, 4.0, [1, 256, 9, 9]))
+    core, model = read(ext, _rope_model(TensorProto.FLOAT, 4, [1, 256, 9, 9], symbolic_tables=True))
+    compiled = core.compile_model(model, "CPU", F32_CONFIG)
+    bad = {"x": np.zeros((1, 256, 9, 9), np.float32), "cos_h": np.zeros((16, 9), np.float32),
+           "sin_h": np.zeros((16, 9), np.float32), "cos_w": np.zeros((16, 8), np.float32),
+           "sin_w": np.zeros((16, 8), np.float32)}
+    with pytest.raises(Exception, match=r"AxialRoPE: cos_w: expected shape \[16, 9\], got \[16, 8\]"):
+        compiled(bad)
+
+
+# ---------------------------------------------------------------------------------------------
 # --target openvino on the NAF model
 
 
@@ -407,3 +454,44 @@ def test_wrong_model_inputs_and_arrays_are_named(fp32_exports: dict[str, Path], 
 def test_fuse_group_norm_leaves_other_graphs_alone(ext: str) -> None:
     _, model = read(ext, make_onnx(shapes=SYMBOLIC))
     assert ov_target.fuse_group_norm(model) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# --bf16
+
+
+def test_bf16_runs_in_bfloat16_where_the_cpu_has_it(naf_model, tmp_path: Path) -> None:
+    from naf_export.targets.openvino import check_bf16_support
+
+    try:
+        check_bf16_support()
+    except ValueError as exc:
+        pytest.skip(f"this CPU has no bfloat16 arithmetic ({exc})")
+    report = export(naf_model, CONFIGS["divisible"], tmp_path, "bf16")
+    xml = Path(report.artifacts["openvino_xml"])
+    assert xml.name.endswith("_openvino_bf16.xml")
+    runner = OpenVinoRunner(xml)
+    assert runner.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "bf16"
+    assert report.parity["cosine_mean"] > 0.999 and report.parity["rel_l2"] < 2e-2
+
+
+def test_bf16_is_refused_on_cpus_without_it(naf_model, tmp_path: Path, monkeypatch, capsys) -> None:
+    from naf_export.cli import main as cli_main
+
+    monkeypatch.setattr(ov.Core, "get_property", lambda self, device, name: ["FP32", "INT8"])
+    code = cli_main(["--target", "openvino", "--bf16", "--image-size", "64", "64", "--feature-size", "9", "9",
+                     "--channels", "32", "--output-size", "18", "18", "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "precision: --bf16 needs a CPU with bfloat16 arithmetic" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt", "coreml", "onnx"])
+def test_bf16_is_refused_by_targets_without_it(tmp_path: Path, capsys, target) -> None:
+    from naf_export.cli import main as cli_main
+
+    code = cli_main(["--target", target, "--bf16", "--image-size", "64", "64", "--feature-size", "9", "9",
+                     "--channels", "32", "--output-size", "18", "18", "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "precision:" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

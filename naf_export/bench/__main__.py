@@ -6,7 +6,8 @@ Backends: ``pytorch`` (eager model), ``pytorch-attention`` / ``native-attention`
 ``onnxruntime`` (fused ONNX + plugin), ``onnxruntime-portable`` (standard ops only),
 ``onnxruntime-onnx-encoder`` (fused attention, image encoder in standard operators: ``--encoder-ops onnx``),
 ``onnxruntime-lean`` (fused, CPU memory arena off), ``onnxruntime-fp16`` / ``onnxruntime-int8`` (fused, converted / QDQ-quantized on the bundled calibration set).
-``openvino`` / ``openvino-int8`` (OpenVINO IR + extension: float32, or NNCF INT8 on the bundled calibration set).
+``openvino`` / ``openvino-bf16`` / ``openvino-int8`` (OpenVINO IR + extension: float32, bfloat16 inference, or NNCF
+INT8 on the bundled calibration set).
 Each measurement runs in a fresh process; the FLOP floor uses this machine's measured float32
 matrix-product rate.
 """
@@ -29,7 +30,8 @@ from tqdm import tqdm
 from .flops import attention_flops, measure_matmul_gflops, naf_flops
 
 BACKENDS = ("pytorch", "pytorch-attention", "native-attention", "onnxruntime", "onnxruntime-onnx-encoder",
-            "onnxruntime-portable", "onnxruntime-lean", "onnxruntime-fp16", "onnxruntime-int8", "openvino", "openvino-int8")
+            "onnxruntime-portable", "onnxruntime-lean", "onnxruntime-fp16", "onnxruntime-int8", "openvino", "openvino-bf16",
+            "openvino-int8")
 
 
 def _bundled_calibration(ratio: int, args: argparse.Namespace) -> list:
@@ -84,7 +86,7 @@ def _prepare_openvino(backend: str, ratio: int, args: argparse.Namespace, workdi
 
     flags = _prepare_onnx("onnxruntime", ratio, args, workdir, target="openvino")
     onnx_path = Path(flags[1])
-    precision = "int8" if backend == "openvino-int8" else "fp32"
+    precision = {"openvino-int8": "int8", "openvino-bf16": "bf16"}.get(backend, "fp32")
     calibration = _bundled_calibration(ratio, args) if precision == "int8" else None
     xml = convert_ir(onnx_path, workdir / f"{onnx_path.stem}_{precision}.xml", precision=precision,
                      calibration=calibration, progress=False)

@@ -112,7 +112,8 @@ def _onnxruntime_runner(args: argparse.Namespace) -> Callable[[], object]:
 def _openvino_runner(args: argparse.Namespace) -> Callable[[], object]:
     """An OpenVINO IR (--model, written by the parent) on CPU with the extension; inputs from
     --inputs (.npz). The runner's "auto" precision hint, as ``naf-export --target openvino``:
-    float32 math for fp32, the CPU default (bf16 where supported) for INT8's float parts."""
+    float32 math for fp32, bfloat16 for bf16 IRs, the CPU default (bf16 where supported) for INT8's float
+    parts."""
     import numpy as np
 
     from naf_export.runners.openvino import OpenVinoRunner
@@ -129,6 +130,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], Callable[[], object]]] = {
     "native-attention": _native_attention_runner,
     "onnxruntime": _onnxruntime_runner,
     "openvino": _openvino_runner,
+    "openvino-bf16": _openvino_runner,
     "openvino-int8": _openvino_runner,
 }
 

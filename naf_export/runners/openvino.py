@@ -14,7 +14,8 @@ from ..config import check_threads, config_from_shapes
 from ..contract import ATTENTION_OP, INPUT_NAMES, OUTPUT_NAME
 from ..errors import ArtifactError
 
-__all__ = ["OpenVinoRunner", "add_extension", "check_extension", "extension_library", "is_quantized", "needs_extension"]
+__all__ = ["IR_PRECISION_KEY", "OpenVinoRunner", "add_extension", "check_extension", "extension_library", "ir_precision",
+           "is_quantized", "needs_extension"]
 
 #: IR version string of the operation (plugins/openvino: OPENVINO_OP(..., "naf_opset1")).
 IR_OPSET = "naf_opset1"
@@ -34,10 +35,24 @@ def needs_extension(model_path: str | os.PathLike[str]) -> bool:
     if path.suffix == ".xml":
         # The layer list precedes the (possibly long) rt_info: a plain text scan is enough.
         text = path.read_text(errors="replace")
-        return re.search(rf'type="{ATTENTION_OP}"\s+version="{IR_OPSET}"', text) is not None
+        return f'version="{IR_OPSET}"' in text  # any naf operation (attention, AxialRoPE)
     from .onnxruntime import needs_plugin
 
     return needs_plugin(path)
+
+
+#: Where naf-export's IRs record the precision they were written for (rt_info naf_export/precision).
+IR_PRECISION_KEY = ("naf_export", "precision")
+
+
+def ir_precision(model_path: str | os.PathLike[str]) -> str | None:
+    """The precision an IR was written for (fp32, fp16, bf16, int8), from its rt_info; None for an
+    ONNX file or an IR without it."""
+    path = Path(model_path)
+    if path.suffix != ".xml":
+        return None
+    found = re.search(rf"<{IR_PRECISION_KEY[0]}>\s*<{IR_PRECISION_KEY[1]} value=\"(\w+)\"", path.read_text(errors="replace"))
+    return found.group(1) if found else None
 
 
 def is_quantized(model_path: str | os.PathLike[str]) -> bool:
@@ -114,13 +129,13 @@ class OpenVinoRunner:
     """A compiled OpenVINO model (ONNX ``.onnx`` or IR ``.xml`` + ``.bin``) on an exported NAF model.
 
     ``extension``: the ``libnaf_openvino.so`` to load (default: the one built with this package),
-    loaded only when the model contains the fused attention operation. ``threads``: inference
+    loaded only when the model contains a naf operation (the fused attention, AxialRoPE). ``threads``: inference
     threads (0: OpenVINO's default, all cores). ``cache_dir``: OpenVINO model cache; a second
     runner on the same model and settings imports the compiled blob instead of compiling
     (``loaded_from_cache`` tells which happened). ``precision_hint``: the CPU plugin's
     ``INFERENCE_PRECISION_HINT`` ("f32" keeps float32 math; None leaves the device default, which is
-    bf16 on CPUs with AMX/AVX512-BF16); "auto": f32 for float models, the device default for INT8
-    ones (as ``naf-export --target openvino`` compiles them). ``config`` holds the sizes the model
+    bf16 on CPUs with AMX/AVX512-BF16); "auto": bf16 for IRs written for bf16, f32 for other float
+    models, the device default for INT8 ones (as ``naf-export --target openvino`` compiles them). ``config`` holds the sizes the model
     was built for, read from its input and output shapes.
     """
 
@@ -154,7 +169,7 @@ class OpenVinoRunner:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             self.core.set_property({"CACHE_DIR": os.fspath(self.cache_dir)})
         if precision_hint == "auto":
-            precision_hint = None if is_quantized(path) else "f32"
+            precision_hint = None if is_quantized(path) else "bf16" if ir_precision(path) == "bf16" else "f32"
         config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY"}
         if precision_hint is not None:
             config["INFERENCE_PRECISION_HINT"] = precision_hint

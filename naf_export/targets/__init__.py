@@ -35,7 +35,7 @@ TARGETS = {
     "tensorrt": "tensorrt",
     "coreml": "coreml",
 }
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 #: Targets that load a plugin library (--plugin); each loads the kind named like it
@@ -58,7 +58,7 @@ class ExportRequest:
     out: Path
     attention: str = "fused"
     dynamic_batch: bool = False
-    precision: str = "fp32"  # "fp32" | "fp16" | "int8"
+    precision: str = "fp32"  # "fp32" | "fp16" | "bf16" | "int8"
     data: Path | None = None  # calibration directory for int8 (None: the bundled set)
     samples: int = 2  # bundled sample images used for parity
     runs: int = 10  # timed runs for latency
@@ -92,24 +92,29 @@ class ExportRequest:
         self.work = self.out if self.work is None else Path(self.work)
 
 
-#: Targets that may write the fused encoder nodes naf::GroupNormSiLU and naf::AxialRoPE (kernels in
-#: the ONNX Runtime plugin, CPU), with their default for a fused-attention model. ``onnx`` writes
-#: them only on request: its file is meant for any runtime.
-_ENCODER_OPS_DEFAULT = {"onnxruntime": "fused", "onnx": "onnx"}
+#: The image-encoder forms each target's runtime implements (``--encoder-ops``), its default for a
+#: fused-attention model first: ``fused`` (naf::GroupNormSiLU and naf::AxialRoPE) in ONNX Runtime's
+#: plugin, ``rope`` (naf::AxialRoPE alone) in ONNX Runtime's and OpenVINO's, ``onnx`` (standard
+#: operators) everywhere. ``onnx`` writes plugin nodes only on request: its file is meant for any
+#: runtime.
+_ENCODER_OPS_BY_TARGET = {
+    "onnxruntime": ("fused", "rope", "onnx"),
+    "openvino": ("rope", "onnx"),
+    "onnx": ("onnx", "rope", "fused"),
+}
 
 
 def encoder_ops_for(target: str, attention: str, requested: str | None = None) -> str:
-    """The image-encoder form ``target`` exports: ``requested`` if given (``--encoder-ops``), else
-    ``fused`` where the runtime implements it and the model is plugin-bound anyway (fused attention)."""
-    if target not in _ENCODER_OPS_DEFAULT:
-        if requested == "fused":
-            raise ValueError(f"encoder_ops: 'fused' (naf::GroupNormSiLU, naf::AxialRoPE) is implemented by the ONNX "
-                             "Runtime plugin only; "
-                             f"--target {target} needs --encoder-ops onnx")
-        return "onnx"
+    """The image-encoder form ``target`` exports: ``requested`` if given (``--encoder-ops``) and the
+    target's runtime implements it, else its fastest form when the model is plugin-bound anyway
+    (fused attention), else standard operators."""
+    allowed = _ENCODER_OPS_BY_TARGET.get(target, ("onnx",))
     if requested is not None:
+        if requested not in allowed:
+            raise ValueError(f"encoder_ops: {requested!r} (plugin nodes) is not implemented for --target {target}; "
+                             f"expected one of {allowed}")
         return requested
-    return _ENCODER_OPS_DEFAULT[target] if attention == "fused" else "onnx"
+    return allowed[0] if attention == "fused" and target != "onnx" else "onnx"
 
 
 def write_onnx(request: ExportRequest, report: Report, target: str) -> Path:

@@ -28,6 +28,9 @@ FP16_FP32_SCOPES: tuple[str, ...] = ()
 def check_request(request: ExportRequest) -> None:
     """Refuse the options a Core ML package cannot honour, before anything is written."""
     encoder_ops_for("coreml", request.attention, request.encoder_ops)  # refuses --encoder-ops fused
+    if request.precision == "bf16":
+        raise ValueError("precision: Core ML packages are float32, --fp16 or --int8 (weights); --bf16 is for "
+                         "CPUs with bfloat16 arithmetic (--target openvino)")
     if request.dynamic_batch:
         raise ValueError("dynamic_batch: --target coreml builds fixed shapes (batch 1); drop --dynamic-batch")
     if request.data is not None:

@@ -6,6 +6,13 @@ from ..pipeline import Report
 from . import ExportRequest, finish_report, new_report, write_fp16_onnx, write_int8_onnx, write_onnx
 
 
+def check_request(request: ExportRequest) -> None:
+    if request.precision == "bf16":
+        raise ValueError("precision: ONNX Runtime's CPU provider has no bfloat16 kernels for NAF's convolutions on "
+                         "x86 (it would run them in float32 between conversions); --target openvino --bf16 runs "
+                         "them in bfloat16")
+
+
 def export(request: ExportRequest) -> Report:
     from ..runners.onnxruntime import OnnxRuntimeRunner
 

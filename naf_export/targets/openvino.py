@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from ..contract import ATTENTION_OP, INPUT_NAMES
+from ..runners.openvino import IR_PRECISION_KEY
 from ..pipeline import Report
 from . import ExportRequest, TargetUnavailable, finish_report, new_report, write_onnx
 
-__all__ = ["INT8_OP_TYPES", "convert_ir", "export", "fuse_group_norm", "quantize_int8"]
+__all__ = ["INT8_OP_TYPES", "PRECISIONS", "check_bf16_support", "check_request", "convert_ir", "export",
+           "fuse_group_norm", "quantize_int8"]
 
 #: OpenVINO operation types NNCF gives INT8 inputs: the convolutions hold almost all of NAF's
 #: arithmetic. Everything else (GroupNorm statistics, RoPE, pooling, the attention and its
@@ -33,6 +35,8 @@ INT8_OP_TYPES = ("Convolution",)
 #: The compiled-model cache inside the output folder (content-keyed: an unchanged model hits).
 CACHE_DIR = "openvino_cache"
 OPENVINO_REQUIREMENT = "openvino==2026.4.1"
+#: IR precisions: fp16 stores the weights in float16 (float32 math), bf16 runs in bfloat16.
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 def _import_openvino():
@@ -207,8 +211,8 @@ def convert_ir(
 
 def _convert(onnx_path, xml_path, precision, plugin, calibration, progress) -> tuple[Path, int]:
     ov = _import_openvino()
-    if precision not in ("fp32", "fp16", "int8"):
-        raise ValueError(f"precision: expected fp32, fp16 or int8, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
     if precision == "int8" and calibration is None:
         raise ValueError("calibration: int8 needs (image, features) pairs")
     core = _core(onnx_path, plugin)
@@ -222,8 +226,23 @@ def _convert(onnx_path, xml_path, precision, plugin, calibration, progress) -> t
         model = quantize_int8(model, calibration, progress=progress)
         _name_unnamed_nodes(model)
     xml_path.parent.mkdir(parents=True, exist_ok=True)
+    model.set_rt_info(precision, list(IR_PRECISION_KEY))  # the runner's inference precision follows it
     ov.save_model(model, os.fspath(xml_path), compress_to_fp16=precision == "fp16")
     return xml_path, fused
+
+
+def check_bf16_support(core=None) -> None:
+    """ValueError unless this CPU has bfloat16 arithmetic (AVX512-BF16 or AMX), as OpenVINO reports it."""
+    core = core or _import_openvino().Core()
+    capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    if "BF16" not in capabilities:
+        raise ValueError(f"precision: --bf16 needs a CPU with bfloat16 arithmetic (AVX512-BF16 or AMX); OpenVINO "
+                         f"reports this CPU's capabilities as {capabilities}: use the float32 or --int8 model")
+
+
+def check_request(request: ExportRequest) -> None:
+    if request.precision == "bf16":
+        check_bf16_support()
 
 
 def _seed_cache(previous: Path, staged: Path) -> None:
@@ -261,6 +280,9 @@ def export(request: ExportRequest) -> Report:
     report.notes.append(f"{fused} GroupNorm subgraphs written as OpenVINO GroupNormalization")
     if request.precision == "fp16":
         report.notes.append("fp16: weights stored as float16 in the IR, inference in float32 (INFERENCE_PRECISION_HINT=f32)")
+    elif request.precision == "bf16":
+        report.notes.append("bf16: float32 IR run in bfloat16 (INFERENCE_PRECISION_HINT=bf16, recorded in the IR's "
+                            "rt_info); the attention and RoPE plugin operations compute in float32")
     elif request.precision == "int8":
         report.notes.append(f"int8: NNCF post-training quantization of the convolutions on {len(calibration)} images "
                             f"({request.data or 'bundled calibration set'}); GroupNorm, RoPE and attention in float")
@@ -268,8 +290,8 @@ def export(request: ExportRequest) -> Report:
     cache_dir = request.work / CACHE_DIR
     _seed_cache(request.out / CACHE_DIR, cache_dir)
     # The runner's "auto" precision hint: float32 math for fp32/fp16 IRs (the CPU default is bf16
-    # on AMX/AVX512-BF16 parts); the device default for INT8 ones, where bf16 float parts are what
-    # makes INT8 pay off on such CPUs.
+    # on AMX/AVX512-BF16 parts), bf16 for bf16 ones; the device default for INT8 ones, where bf16
+    # float parts are what makes INT8 pay off on such CPUs.
     runner = OpenVinoRunner(xml_path, extension=request.plugin, threads=request.threads, cache_dir=cache_dir)
     report.artifacts["openvino_cache"] = str(cache_dir)
     report.notes.append(

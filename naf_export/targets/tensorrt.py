@@ -23,7 +23,8 @@ from pathlib import Path
 from ..pipeline import Report
 from . import ExportRequest, TargetUnavailable, finish_report, new_report, write_fp16_onnx, write_int8_onnx, write_onnx
 
-__all__ = ["PLUGIN_BUILD_DIR", "PLUGIN_SRC_DIR", "TIMING_CACHE", "copy_plugin_sources", "export", "plugin_sources"]
+__all__ = ["PLUGIN_BUILD_DIR", "PLUGIN_SRC_DIR", "TIMING_CACHE", "check_request", "copy_plugin_sources", "export",
+           "plugin_sources"]
 
 PLUGIN_SRC_DIR = "plugin_src"
 PLUGIN_BUILD_DIR = "plugin_build"
@@ -103,6 +104,12 @@ def _build_instructions(request: ExportRequest, onnx_path: Path) -> str:
         f"{build / 'lib' / 'libnaf_tensorrt.so'}), or build the engine with `trtexec --onnx={onnx_path} "
         f"--dynamicPlugins={build / 'lib' / 'libnaf_tensorrt.so'}{flag} --saveEngine={engine}`."
     )
+
+
+def check_request(request: ExportRequest) -> None:
+    if request.precision == "bf16":
+        raise ValueError("precision: the TensorRT target builds float32, --fp16 or --int8 engines (the plugin "
+                         "computes in float32 or float16); --bf16 is for CPUs (--target openvino)")
 
 
 def export(request: ExportRequest) -> Report:

@@ -23,6 +23,7 @@
 #include <openvino/frontend/node_context.hpp>
 #include <openvino/frontend/onnx/extension/conversion.hpp>
 
+#include "naf/axial_rope.h"
 #include "naf/cross_scale_attention.h"
 
 #define NAF_STRINGIFY_(x) #x
@@ -214,7 +215,105 @@ bool CrossScaleNeighborhoodAttention::evaluate(ov::TensorVector& outputs, const 
   return true;
 }
 
+// ---- AxialRoPE ----------------------------------------------------------------------------------
+
 namespace {
+constexpr const char* kRopeOpName = "AxialRoPE";
+constexpr std::array<const char*, 5> kRopeInputNames{"x", "cos_h", "sin_h", "cos_w", "sin_w"};
+}  // namespace
+
+AxialRoPE::AxialRoPE(const ov::OutputVector& inputs, int64_t num_heads) : Op(inputs), num_heads_(num_heads) {
+  constructor_validate_and_infer_types();
+}
+
+void AxialRoPE::validate_and_infer_types() {
+  NODE_VALIDATION_CHECK(this, get_input_size() == 5, "expected 5 inputs (x, cos_h, sin_h, cos_w, sin_w), got ",
+                        get_input_size());
+  NODE_VALIDATION_CHECK(this, num_heads_ > 0, "attribute 'num_heads' must be > 0, got ", num_heads_);
+  ov::element::Type type = get_input_element_type(0);
+  for (size_t i = 1; i < 5; ++i) {
+    NODE_VALIDATION_CHECK(this, ov::element::Type::merge(type, type, get_input_element_type(i)), kRopeInputNames[i],
+                          ": element type ", get_input_element_type(i), " differs from x's ", get_input_element_type(0));
+  }
+  NODE_VALIDATION_CHECK(this, type.is_dynamic() || type == ov::element::f32 || type == ov::element::f16,
+                        "x: element type must be f32 or f16, got ", type);
+  const ov::PartialShape& x = get_input_partial_shape(0);
+  NODE_VALIDATION_CHECK(this, x.rank().compatible(4), "x: expected rank 4 (B, D, H, W), got shape ", x);
+  for (size_t i = 1; i < 5; ++i) {
+    NODE_VALIDATION_CHECK(this, get_input_partial_shape(i).rank().compatible(2), kRopeInputNames[i],
+                          ": expected rank 2 (head_dim / 4, H or W), got shape ", get_input_partial_shape(i));
+  }
+  set_output_type(0, type, x);
+}
+
+std::shared_ptr<ov::Node> AxialRoPE::clone_with_new_inputs(const ov::OutputVector& new_args) const {
+  OPENVINO_ASSERT(new_args.size() == 5, kRopeOpName, ": expected 5 inputs, got ", new_args.size());
+  return std::make_shared<AxialRoPE>(new_args, num_heads_);
+}
+
+bool AxialRoPE::visit_attributes(ov::AttributeVisitor& visitor) {
+  visitor.on_attribute("num_heads", num_heads_);
+  return true;
+}
+
+bool AxialRoPE::has_evaluate() const {
+  const auto& type = get_input_element_type(0);
+  return type == ov::element::f32 || type == ov::element::f16;
+}
+
+bool AxialRoPE::evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const {
+  OPENVINO_ASSERT(inputs.size() == 5 && outputs.size() == 1, kRopeOpName, ": expected 5 inputs and 1 output");
+  const ov::Shape x = inputs[0].get_shape();
+  OPENVINO_ASSERT(x.size() == 4, kRopeOpName, ": x: expected rank 4 (B, D, H, W), got shape ", shape_string(x));
+  const NafRopeShape shape{static_cast<int64_t>(x[0]), static_cast<int64_t>(x[1]), static_cast<int64_t>(x[2]),
+                           static_cast<int64_t>(x[3]), num_heads_};
+  char message[512] = {0};
+  if (naf_rope_check_shape(&shape, message, sizeof message) != 0) OPENVINO_THROW(kRopeOpName, ": ", message);
+  const auto type = inputs[0].get_element_type();
+  const size_t quarter = x[1] / static_cast<size_t>(num_heads_) / 4;
+  for (size_t i = 0; i < 5; ++i) {
+    OPENVINO_ASSERT(inputs[i].get_element_type() == type, kRopeOpName, ": ", kRopeInputNames[i], ": element type ",
+                    inputs[i].get_element_type(), " differs from x's ", type);
+    OPENVINO_ASSERT(inputs[i].is_continuous(), kRopeOpName, ": ", kRopeInputNames[i], ": expected a dense tensor");
+    if (i > 0) {
+      const ov::Shape expected{quarter, i <= 2 ? x[2] : x[3]};
+      OPENVINO_ASSERT(inputs[i].get_shape() == expected, kRopeOpName, ": ", kRopeInputNames[i], ": expected shape ",
+                      shape_string(expected), ", got ", shape_string(inputs[i].get_shape()));
+    }
+  }
+  auto& out = outputs[0];
+  out.set_shape(x);
+  if (shape.batch == 0) return true;
+  OPENVINO_ASSERT(out.get_element_type() == type && out.is_continuous(), kRopeOpName,
+                  ": output: expected a dense tensor of x's type");
+  const int tasks = std::max(1, tbb::this_task_arena::max_concurrency());
+  const int rc = naf_rope_forward_cpu(&shape, type == ov::element::f16 ? NAF_DTYPE_FLOAT16 : NAF_DTYPE_FLOAT32,
+                                      inputs[0].data(), inputs[1].data(), inputs[2].data(), inputs[3].data(),
+                                      inputs[4].data(), out.data(), tbb_parallel_for, nullptr, tasks, message,
+                                      sizeof message);
+  if (rc != 0) OPENVINO_THROW(kRopeOpName, ": ", message);
+  return true;
+}
+
+namespace {
+
+ov::OutputVector convert_onnx_rope(const ov::frontend::NodeContext& node) {
+  if (node.get_input_size() != 5) {
+    OPENVINO_THROW("naf::", kRopeOpName, ": expected 5 inputs (x, cos_h, sin_h, cos_w, sin_w), got ",
+                   node.get_input_size());
+  }
+  if (!node.has_attribute("num_heads")) {
+    OPENVINO_THROW("naf::", kRopeOpName, ": attribute 'num_heads' (int) is required and missing");
+  }
+  const ov::Any num_heads = node.get_attribute_as_any("num_heads");
+  if (!num_heads.is<int64_t>()) {
+    OPENVINO_THROW("naf::", kRopeOpName, ": attribute 'num_heads' must be an int (ONNX INT), got ",
+                   num_heads.type_info().name());
+  }
+  ov::OutputVector inputs;
+  for (int i = 0; i < 5; ++i) inputs.push_back(node.get_input(i));
+  return std::make_shared<AxialRoPE>(inputs, num_heads.as<int64_t>())->outputs();
+}
 
 // ONNX node -> operation. The attributes are read here (not by OpExtension's generic attribute
 // mapping) so that a missing or mistyped one is reported by name.
@@ -261,6 +360,8 @@ std::vector<ov::Extension::Ptr> make_extensions() {
       std::make_shared<ov::OpExtension<CrossScaleNeighborhoodAttention>>(),
       // ONNX frontend: op_type CrossScaleNeighborhoodAttention in domain "naf".
       std::make_shared<ov::frontend::onnx::ConversionExtension>(kOpName, kDomain, convert_onnx_node),
+      std::make_shared<ov::OpExtension<AxialRoPE>>(),
+      std::make_shared<ov::frontend::onnx::ConversionExtension>(kRopeOpName, kDomain, convert_onnx_rope),
   };
 }
 

@@ -1,4 +1,5 @@
-// OpenVINO extension for `naf::CrossScaleNeighborhoodAttention` (contract: DESIGN.md section 2).
+// OpenVINO extension for `naf::CrossScaleNeighborhoodAttention` (contract: DESIGN.md section 2)
+// and `naf::AxialRoPE` (the queries' RoPE in one pass, naf/axial_rope.h).
 //
 // Applications normally never include this header: they load the shared library with
 // `ov::Core::add_extension("libnaf_openvino.so")`, which registers the operation (for IR `.xml`
@@ -45,6 +46,28 @@ class CrossScaleNeighborhoodAttention : public ov::op::Op {
  private:
   int64_t num_heads_ = 0;
   float scale_ = 0.0f;
+};
+
+// `naf::AxialRoPE` (naf/axial_rope.h): the queries' rotary embedding in one pass. Inputs: x
+// (B, D, H, W), cos_h, sin_h (Q, H), cos_w, sin_w (Q, W), Q = D / num_heads / 4, one dtype (f32 or
+// f16). Output: like x. Attribute: num_heads.
+class AxialRoPE : public ov::op::Op {
+ public:
+  OPENVINO_OP("AxialRoPE", "naf_opset1");
+
+  AxialRoPE() = default;
+  AxialRoPE(const ov::OutputVector& inputs, int64_t num_heads);
+
+  void validate_and_infer_types() override;
+  std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& new_args) const override;
+  bool visit_attributes(ov::AttributeVisitor& visitor) override;
+  bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override;
+  bool has_evaluate() const override;
+
+  int64_t num_heads() const { return num_heads_; }
+
+ private:
+  int64_t num_heads_ = 0;
 };
 
 }  // namespace openvino
