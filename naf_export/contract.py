@@ -13,3 +13,6 @@ QUANTIZED_GROUP_NORM_SILU_OP = "QGroupNormSiLU"
 AXIAL_ROPE_OP = "AxialRoPE"
 INPUT_NAMES = ("image", "features")
 OUTPUT_NAME = "upsampled"
+#: Model metadata (ONNX metadata_props, OpenVINO rt_info naf_export/stages) naming the tensors of
+#: NAF.stages(): a JSON object stage -> tensor name (``naf-export validate --stages``).
+STAGES_KEY = "naf_export.stages"

@@ -107,7 +107,8 @@ class ImageEncoder(nn.Module):
         self.sem_encoder = _encoder_branch(3, dim // 2, 3, num_blocks)
         self.rope = RotaryEmbedding2d(dim, rope_heads, rope_base)
 
-    def forward(self, image: torch.Tensor, output_size: tuple[int, int]) -> torch.Tensor:
+    def encode(self, image: torch.Tensor, output_size: tuple[int, int]) -> torch.Tensor:
+        """Both branches, concatenated and pooled to ``output_size``: the queries before RoPE."""
         out_h, out_w = output_size
         in_h, in_w = image.shape[-2:]
         if in_h > 4 * out_h or in_w > 4 * out_w:
@@ -115,8 +116,10 @@ class ImageEncoder(nn.Module):
             size = (min(in_h, 4 * out_h, 4 * out_w), min(in_w, 4 * out_w, 4 * out_h))
             image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
         x = torch.cat([self.encoder(image), self.sem_encoder(image)], dim=1)
-        x = F.adaptive_avg_pool2d(x, (out_h, out_w))
-        return self.rope(x)
+        return F.adaptive_avg_pool2d(x, (out_h, out_w))
+
+    def forward(self, image: torch.Tensor, output_size: tuple[int, int]) -> torch.Tensor:
+        return self.rope(self.encode(image, output_size))
 
 
 def _size_pair(name: str, value: object) -> tuple[int, int]:
@@ -207,9 +210,22 @@ class NAF(nn.Module):
         if image.shape[0] == 0:  # an empty batch gives an empty result, as torch modules do
             dtype = self.image_encoder.rope.periods.dtype
             return features.new_empty((0, features.shape[1], *output_size), dtype=dtype)
-        queries = self.image_encoder(image.to(self.image_encoder.rope.periods.dtype), output_size)
+        return self.stages(image, features, output_size)["output"]
+
+    #: The intermediate results :meth:`stages` returns, in order (``naf-export validate --stages``).
+    STAGES = ("encoder", "queries", "keys", "output")
+
+    def stages(
+        self, image: torch.Tensor, features: torch.Tensor, output_size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
+        """The forward pass with its intermediate results: ``encoder`` (the image encoder's pooled
+        features, before RoPE), ``queries`` (after RoPE), ``keys`` (queries pooled to the feature
+        size) and ``output``. Inputs as :meth:`forward` (checked by it; a non-empty batch here)."""
+        encoder = self.image_encoder.encode(image.to(self.image_encoder.rope.periods.dtype), output_size)
+        queries = self.image_encoder.rope(encoder)
         keys = F.adaptive_avg_pool2d(queries, features.shape[-2:])
         # The release casts values to the queries' dtype before attending.
-        return cross_scale_neighborhood_attention(
+        output = cross_scale_neighborhood_attention(
             queries, keys, features.to(queries.dtype), self.num_heads, self.kernel_size, self.scale
         )
+        return {"encoder": encoder, "queries": queries, "keys": keys, "output": output}

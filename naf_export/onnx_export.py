@@ -25,6 +25,7 @@ Inputs are named ``image`` (B, 3, Hi, Wi) and ``features`` (B, C, h, w); the out
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,7 +43,7 @@ __all__ = ["ATTENTION_DOMAIN", "ATTENTION_OP", "ENCODER_OPS", "OPSET", "export_o
            "register_naf_schemas", "rope_tables"]
 
 from .contract import (ATTENTION_DOMAIN, ATTENTION_OP, AXIAL_ROPE_OP, GROUP_NORM_SILU_OP, INPUT_NAMES, OPSET, OUTPUT_NAME,
-                       QUANTIZED_GROUP_NORM_SILU_OP)
+                       QUANTIZED_GROUP_NORM_SILU_OP, STAGES_KEY)
 
 #: Node-name scopes ("scope/op_n") of the parts quantization keeps in float by default.
 GROUP_NORM_SCOPE = "group_norm"
@@ -375,8 +376,8 @@ def build_onnx(
     encoder = model.image_encoder
     branches = [_encoder_branch(g, x, b, enc_hw, encoder_ops) for b in (encoder.encoder, encoder.sem_encoder)]
     x = g.op("Concat", branches, axis=1)
-    x = _resize_axes(g, x, enc_hw, out_hw, "pool")
-    queries = _rope(g, x, model, out_hw, encoder_ops)
+    encoded = _resize_axes(g, x, enc_hw, out_hw, "pool")
+    queries = _rope(g, encoded, model, out_hw, encoder_ops)
     keys = _resize_axes(g, queries, out_hw, in_hw, "pool")
     dq_all = model.dim
     with g.scope(ATTENTION_SCOPE):
@@ -406,6 +407,8 @@ def build_onnx(
         "naf_export.feature_size": f"{in_hw[0]}x{in_hw[1]}",
         "naf_export.output_size": f"{out_hw[0]}x{out_hw[1]}",
         "naf_export.channels": str(channels),
+        # The tensors of NAF.stages(), for `naf-export validate --stages`.
+        STAGES_KEY: json.dumps({"encoder": encoded, "queries": queries, "keys": keys, "output": OUTPUT_NAME}),
     }
     helper.set_model_props(onnx_model, meta)
     return onnx_model

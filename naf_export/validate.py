@@ -26,6 +26,7 @@ from .config import check_count, check_threads
 from .errors import EXIT_CHECK_FAILED, EXIT_OK, run_command
 from .jsonio import write_json
 from .metrics import kmeans_fit, kmeans_segment, mean_iou, parity, psnr
+from .model import NAF
 from .pipeline import ExportConfig, sample_inputs
 from .release import file_sha256
 from .sizing import check_memory
@@ -42,6 +43,16 @@ THRESHOLDS = {
 }
 
 Sample = tuple[str, np.ndarray, np.ndarray]
+
+#: Runtimes whose runners return NAF.stages() (run_stages).
+STAGE_RUNTIMES = ("onnxruntime", "openvino")
+#: What each of NAF.STAGES is (validate --stages).
+STAGE_MEANINGS = {
+    "encoder": "image encoder output, pooled to the output size (256 x H x W)",
+    "queries": "queries: the encoder output after RoPE",
+    "keys": "keys: the queries pooled to the feature size",
+    "output": "attention output (the upsampled features)",
+}
 
 
 def _inputs(data: Path | None, config: ExportConfig, limit: int | None) -> list[Sample]:
@@ -105,6 +116,14 @@ def _overall(rows: list[dict]) -> dict:
     }
 
 
+def _stage_overall(per_image: list[dict]) -> dict:
+    """One stage's worst case over the images (mean for cosine mean)."""
+    return {"max_abs": max(p["max_abs"] for p in per_image), "rel_l2": max(p["rel_l2"] for p in per_image),
+            "cosine_min": min(p["cosine_min"] for p in per_image),
+            "cosine_mean": float(np.mean([p["cosine_mean"] for p in per_image])),
+            "nonfinite": sum(p["nonfinite"] for p in per_image)}
+
+
 def _check(overall: dict, thresholds: dict[str, float | None]) -> list[str]:
     failures = []
     if overall["nonfinite"]:  # always checked: no threshold makes a poisoned output acceptable
@@ -143,6 +162,12 @@ def markdown_table(report: dict) -> str:
     lines.append(f"| **overall** (worst; mean for cosine mean and mIoU) | {_num(o['max_abs'], '.3g')} | "
                  f"{_num(o['rel_l2'], '.3g')} | {_num(o['cosine_mean'], '.6f')} | {_num(o['cosine_min'], '.6f')} | "
                  f"{_num(o['psnr'], '.1f')} | {o['miou']:.4f} |")
+    if "stages" in o:
+        lines += ["", "Stages (the artifact's intermediate tensors against PyTorch's; worst image, mean for cosine mean):",
+                  "", "| stage | tensor | max_abs | rel_l2 | cosine mean | cosine min |", "|---|---|---:|---:|---:|---:|"]
+        for stage, m in o["stages"].items():
+            lines.append(f"| {stage} | {STAGE_MEANINGS[stage]} | {_num(m['max_abs'], '.3g')} | {_num(m['rel_l2'], '.3g')} "
+                         f"| {_num(m['cosine_mean'], '.6f')} | {_num(m['cosine_min'], '.6f')} |")
     lines += ["", f"Result: {'PASS' if report['passed'] else 'FAIL'}"]
     lines += [f"- missed: {f}" for f in report["failures"]]
     return "\n".join(lines) + "\n"
@@ -159,6 +184,7 @@ def validate_artifact(
     limit: int | None = None,
     threads: int = 0,
     pictures: bool = True,
+    stages: bool = False,
     thresholds: dict[str, float | None] | None = None,
     progress: bool = True,
 ) -> dict:
@@ -173,6 +199,10 @@ def validate_artifact(
     from .outdir import OutputDir
     from .runners import artifact_kind, open_artifact
 
+    if stages and artifact_kind(artifact) not in STAGE_RUNTIMES:
+        raise ValueError(f"stages: {artifact_kind(artifact)} artifacts do not expose their intermediate tensors here "
+                         f"(a TensorRT engine holds only the outputs it was built with); --stages covers "
+                         f"{' and '.join(STAGE_RUNTIMES)} artifacts")
     if clusters < 2:
         raise ValueError(f"clusters: expected at least 2 k-means clusters, got {clusters}")
     if limit is not None:
@@ -190,17 +220,28 @@ def validate_artifact(
         samples = _inputs(None if data is None else Path(data), config, limit)
         rows, files = [], []
         for name, image, feats in tqdm(samples, desc="validate", unit="img", disable=not progress):
+            image_t, feats_t = torch.from_numpy(image), torch.from_numpy(feats)
             with torch.inference_mode():
-                reference = model(torch.from_numpy(image), torch.from_numpy(feats), config.output_size).numpy()
+                if stages:  # the reference's intermediate results too (inputs checked as forward checks them)
+                    model.check_inputs(image_t, feats_t, config.output_size)
+                    ref_stages = {k: v.numpy() for k, v in model.stages(image_t, feats_t, config.output_size).items()}
+                    reference = ref_stages["output"]
+                else:
+                    reference = model(image_t, feats_t, config.output_size).numpy()
             if not np.isfinite(reference).all():
                 raise ValueError(f"checkpoint: the PyTorch model's own output on {name!r} is not finite; its weights "
                                  "overflow on this input")
             output = runner(image, feats)
             metrics, ref_labels, out_labels = _image_metrics(output, reference, clusters)
             rows.append({"name": name, **metrics})
+            if stages:
+                art_stages = runner.run_stages(image, feats)
+                rows[-1]["stages"] = {k: parity(art_stages[k], ref_stages[k]) for k in ref_stages}
             if pictures:
                 files += _pictures(folder.staging, name, image, reference, output, ref_labels, out_labels)
         overall = _overall(rows)
+        if stages:
+            overall["stages"] = {stage: _stage_overall([r["stages"][stage] for r in rows]) for stage in NAF.STAGES}
         thresholds = {k: v for k, v in (thresholds or {}).items() if v is not None}
         failures = _check(overall, thresholds)
         report = {
@@ -240,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="validate on the first N images only")
     p.add_argument("--threads", type=int, default=0, help="runtime threads (0: all cores)")
     p.add_argument("--no-pictures", action="store_true", help="skip the PNGs")
+    p.add_argument("--stages", action="store_true",
+                   help="also compare the artifact's intermediate tensors (encoder output, queries after RoPE, pooled "
+                        "keys, attention output) with PyTorch's, per stage (ONNX and OpenVINO artifacts)")
     p.add_argument("--max-rel-l2", type=float, default=None, help="fail if the worst image's rel_l2 is above")
     p.add_argument("--min-cosine", type=float, default=None, help="fail if the worst pixel cosine is below")
     p.add_argument("--min-cosine-mean", type=float, default=None, help="fail if the mean cosine is below")
@@ -250,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _validate(args: argparse.Namespace) -> int:
     report = validate_artifact(
         args.artifact, out=args.out, data=args.data, checkpoint=args.checkpoint, plugin=args.plugin,
-        clusters=args.clusters, limit=args.limit, threads=args.threads, pictures=not args.no_pictures,
+        clusters=args.clusters, limit=args.limit, threads=args.threads, pictures=not args.no_pictures, stages=args.stages,
         thresholds={k: getattr(args, k) for k in THRESHOLDS},
     )
     print(markdown_table(report), end="")

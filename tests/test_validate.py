@@ -13,6 +13,7 @@ from PIL import Image
 
 from naf_export.checkpoint import load_naf
 from naf_export.cli import main as cli_main
+from naf_export.config import ExportConfig
 from naf_export.onnx_export import export_onnx
 
 SIZES = dict(image_size=(64, 64), feature_size=(9, 9), channels=32, output_size=(36, 36))
@@ -104,3 +105,51 @@ def test_missing_and_unknown_artifacts(tmp_path, capsys):
     other.write_bytes(b"x")
     assert _validate(other, "--out", tmp_path / "v") == 2
     assert ".onnx" in capsys.readouterr().err
+
+
+# ---- --stages: where along the model the error comes from ---------------------------------------
+
+
+def _stages(report: dict) -> dict:
+    return report["overall"]["stages"]
+
+
+def test_stages_of_a_float32_artifact_match_pytorch(fp32_model, tmp_path):
+    assert _validate(str(fp32_model), "--out", str(tmp_path), "--stages", "--no-pictures", "--limit", "1") == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert list(_stages(report)) == ["encoder", "queries", "keys", "output"]
+    assert all(m["rel_l2"] < 1e-5 for m in _stages(report).values())
+    assert set(report["images"][0]["stages"]) == set(_stages(report))
+    assert "| queries | queries: the encoder output after RoPE |" in (tmp_path / "report.md").read_text()
+
+
+def test_stages_show_where_an_int8_artifact_loses_accuracy(tmp_path):
+    from naf_export.calibration import load_calibration_set
+    from naf_export.quantize import quantize_int8
+
+    path = export_onnx(load_naf(None), tmp_path / "m.onnx", image_size=(64, 64), feature_size=(9, 9), channels=16,
+                       output_size=(18, 18), attention="fused", encoder_ops="fused")
+    calibration = load_calibration_set(None, ExportConfig((64, 64), (9, 9), 16, (18, 18)), limit=2, progress=False)
+    int8 = quantize_int8(path, tmp_path / "m_int8.onnx", calibration, progress=False)
+    assert _validate(str(int8), "--out", str(tmp_path / "r"), "--stages", "--no-pictures", "--limit", "1") == 0
+    stages = _stages(json.loads((tmp_path / "r" / "report.json").read_text()))
+    assert 1e-4 < stages["encoder"]["rel_l2"] < 0.5  # quantized convolutions: a real, bounded error
+    assert stages["keys"]["rel_l2"] > 1e-4 and stages["output"]["rel_l2"] > 1e-5
+
+
+def test_stages_of_an_openvino_ir(tmp_path):
+    from naf_export.targets import ExportRequest, run_target
+
+    request = ExportRequest(model=load_naf(None), config=ExportConfig((64, 64), (9, 9), 16, (18, 18)),
+                            out=tmp_path / "ov", samples=1, runs=1)
+    report = run_target("openvino", request)
+    xml = report.artifacts["openvino_xml"]
+    assert _validate(xml, "--out", str(tmp_path / "r"), "--stages", "--no-pictures", "--limit", "1") == 0
+    stages = _stages(json.loads((tmp_path / "r" / "report.json").read_text()))
+    assert all(m["rel_l2"] < 1e-5 for m in stages.values())
+
+
+def test_stages_are_refused_for_engines(tmp_path, capsys):
+    (tmp_path / "x.engine").write_bytes(b"engine")
+    assert _validate(str(tmp_path / "x.engine"), "--out", str(tmp_path / "r"), "--stages") == 2
+    assert "stages: tensorrt artifacts do not expose their intermediate tensors" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import onnx
 
 from ..config import check_threads, config_from_shapes
-from ..contract import ATTENTION_DOMAIN, ATTENTION_VERSION, INPUT_NAMES, OUTPUT_NAME
+from ..contract import ATTENTION_DOMAIN, ATTENTION_VERSION, INPUT_NAMES, OUTPUT_NAME, STAGES_KEY
 from ..errors import ArtifactError
 
 __all__ = ["OnnxRuntimeRunner", "needs_plugin", "uses_naf_domain"]
@@ -79,12 +80,9 @@ class OnnxRuntimeRunner:
                 if isinstance(exc, ValueError):
                     raise
                 raise ValueError(f"plugin: ONNX Runtime cannot load {os.fspath(plugin)!r}: {exc}") from exc
-        try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=providers or ["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # ORT raises several exception types for bad models
-            raise ValueError(f"model: ONNX Runtime cannot load {str(path)!r}: {exc}") from exc
+        self._options, self._providers = options, providers or ["CPUExecutionProvider"]
+        self._stage_session = None
+        self.session = self._new_session(str(path))
         names = [i.name for i in self.session.get_inputs()]
         if sorted(names) != sorted(INPUT_NAMES):
             raise ValueError(
@@ -96,13 +94,45 @@ class OnnxRuntimeRunner:
             raise ValueError(f"model: expected output {OUTPUT_NAME!r}, {str(path)!r} has {list(shapes)[2:]}")
         self.config = config_from_shapes(*(shapes[n] for n in (*INPUT_NAMES, OUTPUT_NAME)), source=repr(str(path)))
 
-    def __call__(self, image: np.ndarray, features: np.ndarray) -> np.ndarray:
+    def _new_session(self, model: str | bytes):
+        import onnxruntime as ort
+
+        try:
+            return ort.InferenceSession(model, self._options, providers=self._providers)
+        except Exception as exc:  # ORT raises several exception types for bad models
+            raise ValueError(f"model: ONNX Runtime cannot load {str(self.path)!r}: {exc}") from exc
+
+    @property
+    def stage_names(self) -> dict[str, str]:
+        """Stage -> tensor name of NAF.stages() in this model (empty for models without the record)."""
+        record = self.session.get_modelmeta().custom_metadata_map.get(STAGES_KEY)
+        return json.loads(record) if record else {}
+
+    def run_stages(self, image: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
+        """NAF.stages() as this artifact computes them (float32 arrays): a second session on the same
+        model with the stage tensors added as outputs (ONNX Runtime returns graph outputs only)."""
+        names = self.stage_names
+        if not names:
+            raise ValueError(f"stages: {str(self.path)!r} does not record its stage tensors (export it again with "
+                             "this naf-export)")
+        if self._stage_session is None:
+            model = onnx.load(os.fspath(self.path))
+            present = {o.name for o in model.graph.output}
+            model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in dict.fromkeys(names.values()) if n not in present)
+            self._stage_session = self._new_session(model.SerializeToString())
+        fetched = self._stage_session.run(list(names.values()), self._feeds(image, features))
+        return {stage: np.asarray(value, dtype=np.float32) for stage, value in zip(names, fetched)}
+
+    def _feeds(self, image: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
         feeds = {"image": image, "features": features}
         for name, value in feeds.items():
             dtype = np.float16 if self.input_types[name] == "tensor(float16)" else np.float32
             feeds[name] = np.ascontiguousarray(value, dtype=dtype)
+        return feeds
+
+    def __call__(self, image: np.ndarray, features: np.ndarray) -> np.ndarray:
         try:
-            out = self.session.run([OUTPUT_NAME], feeds)[0]
+            out = self.session.run([OUTPUT_NAME], self._feeds(image, features))[0]
         except Exception as exc:  # noqa: BLE001 - ORT's runtime failures (a kernel refusing its inputs, ...)
             raise ArtifactError(f"model: ONNX Runtime failed running {str(self.path)!r}: {exc}") from exc
         return out.astype(np.float32, copy=False)

@@ -3,6 +3,7 @@ library (``libnaf_openvino.so``) when the model contains the fused attention ope
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -11,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from ..config import check_threads, config_from_shapes
-from ..contract import ATTENTION_OP, INPUT_NAMES, OUTPUT_NAME
+from ..contract import ATTENTION_OP, INPUT_NAMES, OUTPUT_NAME, STAGES_KEY
 from ..errors import ArtifactError
 
-__all__ = ["IR_PRECISION_KEY", "OpenVinoRunner", "add_extension", "check_extension", "extension_library", "ir_precision",
+__all__ = ["IR_PRECISION_KEY", "STAGES_RT_KEY", "OpenVinoRunner", "add_extension", "check_extension", "extension_library", "ir_precision",
            "is_quantized", "needs_extension"]
 
 #: IR version string of the operation (plugins/openvino: OPENVINO_OP(..., "naf_opset1")).
@@ -41,8 +42,18 @@ def needs_extension(model_path: str | os.PathLike[str]) -> bool:
     return needs_plugin(path)
 
 
-#: Where naf-export's IRs record the precision they were written for (rt_info naf_export/precision).
+#: Where naf-export's IRs record the precision they were written for (rt_info naf_export/precision)
+#: and the tensors of NAF.stages() (naf_export/stages, JSON as the ONNX metadata STAGES_KEY).
 IR_PRECISION_KEY = ("naf_export", "precision")
+STAGES_RT_KEY = ("naf_export", "stages")
+
+
+def _has_rt(info, key: tuple[str, str]) -> bool:
+    try:
+        info[key[0]][key[1]]
+    except Exception:  # noqa: BLE001 - RTMap raises its own error for a missing key
+        return False
+    return True
 
 
 def ir_precision(model_path: str | os.PathLike[str]) -> str | None:
@@ -175,6 +186,7 @@ class OpenVinoRunner:
             config["INFERENCE_PRECISION_HINT"] = precision_hint
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
+        self._config, self._device, self._stage_compiled = config, device, None
         start = time.perf_counter()
         try:
             # With a cache, compile the model object: OpenVINO keys it by the model's content, while a
@@ -209,6 +221,39 @@ class OpenVinoRunner:
                                          dims(outputs[0].get_partial_shape()), source=repr(str(path)))
         self._output = outputs[0]
         self._request = self.compiled.create_infer_request()
+
+    @property
+    def stage_names(self) -> dict[str, str]:
+        """Stage -> tensor name of NAF.stages() in this model: the IR's rt_info (written by
+        naf-export), or an ONNX file's metadata; empty when the model does not record them."""
+        if self.path.suffix == ".onnx":
+            import onnx
+
+            record = {p.key: p.value for p in onnx.load(os.fspath(self.path), load_external_data=False).metadata_props}
+            text = record.get(STAGES_KEY)
+        else:
+            info = self.core.read_model(os.fspath(self.path)).get_rt_info()
+            text = info[STAGES_RT_KEY[0]][STAGES_RT_KEY[1]].astype(str) if _has_rt(info, STAGES_RT_KEY) else None
+        return json.loads(text) if text else {}
+
+    def run_stages(self, image: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
+        """NAF.stages() as this artifact computes them (float32 arrays), from a second compiled model
+        with the stage tensors added as outputs."""
+        names = self.stage_names
+        if not names:
+            raise ValueError(f"stages: {str(self.path)!r} does not record its stage tensors (export it again with "
+                             "this naf-export)")
+        if self._stage_compiled is None:
+            model = self.core.read_model(os.fspath(self.path))
+            model.add_outputs(list(dict.fromkeys(n for n in names.values() if n != OUTPUT_NAME)))
+            self._stage_compiled = self.core.compile_model(model, self._device, self._config)
+        feeds = {"image": self._check("image", image), "features": self._check("features", features)}
+        try:
+            results = self._stage_compiled.create_infer_request().infer(feeds)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO's runtime failures
+            raise ArtifactError(f"model: OpenVINO failed running {str(self.path)!r}: {exc}") from exc
+        by_name = {name: value for port, value in results.items() for name in port.get_names()}
+        return {stage: np.array(by_name[name], dtype=np.float32) for stage, name in names.items()}
 
     def _check(self, name: str, value: np.ndarray) -> np.ndarray:
         import openvino as ov

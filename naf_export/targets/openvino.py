@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract import ATTENTION_OP, INPUT_NAMES
-from ..runners.openvino import IR_PRECISION_KEY
+from ..contract import ATTENTION_OP, INPUT_NAMES, STAGES_KEY
+from ..runners.openvino import IR_PRECISION_KEY, STAGES_RT_KEY
 from ..pipeline import Report
 from . import ExportRequest, TargetUnavailable, finish_report, new_report, write_onnx
 
@@ -227,6 +227,11 @@ def _convert(onnx_path, xml_path, precision, plugin, calibration, progress) -> t
         _name_unnamed_nodes(model)
     xml_path.parent.mkdir(parents=True, exist_ok=True)
     model.set_rt_info(precision, list(IR_PRECISION_KEY))  # the runner's inference precision follows it
+    import onnx
+
+    stages = {p.key: p.value for p in onnx.load(os.fspath(onnx_path), load_external_data=False).metadata_props}
+    if STAGES_KEY in stages:  # validate --stages finds the tensors by these names
+        model.set_rt_info(stages[STAGES_KEY], list(STAGES_RT_KEY))
     ov.save_model(model, os.fspath(xml_path), compress_to_fp16=precision == "fp16")
     return xml_path, fused
 
