@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .checkpoint import load_naf, resolve_checkpoint
 from .errors import EXIT_OK, run_command
+from .int8_search import AccuracyBound
 from .onnx_export import ENCODER_OPS
 from .pipeline import ExportConfig
 from .targets import TARGETS, ExportRequest, run_target
@@ -48,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="bfloat16 inference (openvino, on CPUs with AVX512-BF16 or AMX)")
     precision.add_argument("--int8", action="store_true",
                            help="INT8 post-training quantization calibrated on --data (or the bundled set)")
+    p.add_argument("--max-rel-l2", type=float, default=None, metavar="X",
+                   help="with --int8: keep the most sensitive convolutions in float until every held-out sample "
+                        "image's relative L2 error against PyTorch is at most X (onnxruntime, openvino)")
+    p.add_argument("--min-cosine", type=float, default=None, metavar="Y",
+                   help="with --int8: likewise, until every pixel's cosine similarity is at least Y")
     p.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help="calibration images (+ optional .npy/.pt features of the same stem) for --int8")
     p.add_argument("--plugin", type=Path, default=None,
@@ -86,6 +92,8 @@ def request_from_args(args: argparse.Namespace) -> ExportRequest:
         lean_memory=args.lean_memory,
         batch_range=tuple(args.batch_range),
         encoder_ops=args.encoder_ops,
+        int8_bound=(AccuracyBound(args.max_rel_l2, args.min_cosine)
+                    if args.max_rel_l2 is not None or args.min_cosine is not None else None),
     )
 
 

@@ -92,6 +92,7 @@ class Report:
     latency_ms: dict[str, float] | None = None
     notes: list[str] = field(default_factory=list)
     checkpoint: dict[str, str] | None = None  # {"path", "sha256"} of the weights' file; None: stand-in weights
+    quantization: dict | None = None  # accuracy-targeted INT8: what was kept in float, errors, speed cost
 
     def to_dict(self) -> dict:
         return {
@@ -108,6 +109,7 @@ class Report:
             "parity": self.parity,
             "latency_ms": self.latency_ms,
             "notes": self.notes,
+            **({"quantization": self.quantization} if self.quantization is not None else {}),
         }
 
     def write(self, directory: str | os.PathLike[str]) -> Path:

@@ -20,7 +20,8 @@ from .contract import (ATTENTION_DOMAIN, GROUP_NORM_SILU_OP, INPUT_NAMES, OUTPUT
                        QUANTIZED_GROUP_NORM_SILU_OP)
 from .onnx_export import ATTENTION_SCOPE, GROUP_NORM_SCOPE
 
-__all__ = ["QUANTIZED_OP_TYPES", "convert_fp16", "float_scopes", "fuse_quantized_group_norm", "quantize_int8"]
+__all__ = ["QUANTIZED_OP_TYPES", "Int8Quantizer", "convert_fp16", "float_scopes", "fuse_quantized_group_norm",
+           "quantize_int8"]
 
 #: Operators given INT8 inputs: the convolutions hold almost all of NAF's arithmetic.
 QUANTIZED_OP_TYPES = ("Conv", "Pad")
@@ -120,17 +121,10 @@ def _ranges(model_path: Path, pairs, plugin: str | None, work: Path, progress: b
     return calibrator.compute_data()
 
 
-def quantize_int8(
-    src: str | os.PathLike[str],
-    dst: str | os.PathLike[str],
-    calibration: Sequence[tuple[np.ndarray, np.ndarray]],
-    *,
-    plugin: str | os.PathLike[str] | None = None,
-    keep_float: Sequence[str] | None = None,
-    progress: bool = True,
-    runtime: str = "onnxruntime",
-) -> Path:
-    """Static INT8 quantization in QDQ form, calibrated (min/max) on ``calibration``.
+class Int8Quantizer:
+    """Static INT8 quantization of one float32 model in QDQ form, calibrated (min/max) once on
+    ``calibration`` and written as often as needed with different convolutions left in float
+    (the accuracy-targeted search writes many).
 
     Convolution weights are int8, symmetric per output channel; activations per tensor. The rest
     is the form each ``runtime`` runs fastest:
@@ -141,51 +135,93 @@ def quantize_int8(
       each GroupNorm between two convolutions as one 8-bit ``naf::QGroupNormSiLU``
       (:func:`fuse_quantized_group_norm`), so the convolutions chain in 8 bits;
     * ``"tensorrt"``: int8 activations with zero point 0 and float biases, the form TensorRT's
-      explicit quantization consumes (it dequantizes 8-bit tensors only). Nodes whose name lies in one of the ``keep_float`` scopes
-    (default :func:`float_scopes`) stay in float32. ``plugin`` is the ONNX Runtime custom-op
-    library used while calibrating a fused model (default: the one built with the package).
+      explicit quantization consumes (it dequantizes 8-bit tensors only).
+
+    Nodes whose name lies in one of the ``keep_float`` scopes (default :func:`float_scopes`) stay in
+    float32. ``plugin`` is the ONNX Runtime custom-op library used while calibrating a fused model
+    (default: the one built with the package). Use as a context manager (it holds a temporary folder).
     """
-    if runtime not in ("onnxruntime", "tensorrt"):
-        raise ValueError(f"runtime: expected 'onnxruntime' or 'tensorrt', got {runtime!r}")
-    ort_form = runtime == "onnxruntime"
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import save_tensors_data
 
-    from .runners.onnxruntime import uses_naf_domain
+    def __init__(self, src: str | os.PathLike[str], calibration: Sequence[tuple[np.ndarray, np.ndarray]], *,
+                 plugin: str | os.PathLike[str] | None = None, keep_float: Sequence[str] | None = None,
+                 progress: bool = True, runtime: str = "onnxruntime") -> None:
+        from onnxruntime.quantization.calibrate import save_tensors_data
 
-    if len(calibration) == 0:
-        raise ValueError("calibration: expected at least one (image, features) pair")
-    src, dst = Path(src), Path(dst)
-    model = _load(src)
-    if plugin is None and uses_naf_domain(model):
-        from .native import ort_library_path
+        from .runners.onnxruntime import uses_naf_domain
 
-        plugin = ort_library_path()
-    scopes = tuple(float_scopes() if keep_float is None else keep_float)
-    excluded = [n.name for n in model.graph.node if n.name.split("/", 1)[0] in scopes]
-    with tempfile.TemporaryDirectory(prefix="naf_int8_") as tmp:
-        work = Path(tmp)
-        cache = work / "ranges.json"
-        save_tensors_data(_ranges(src, calibration, None if plugin is None else os.fspath(plugin), work, progress), cache)
+        if runtime not in ("onnxruntime", "tensorrt"):
+            raise ValueError(f"runtime: expected 'onnxruntime' or 'tensorrt', got {runtime!r}")
+        if len(calibration) == 0:
+            raise ValueError("calibration: expected at least one (image, features) pair")
+        self.src, self.runtime = Path(src), runtime
+        model = _load(self.src)
+        if plugin is None and uses_naf_domain(model):
+            from .native import ort_library_path
+
+            plugin = ort_library_path()
+        scopes = tuple(float_scopes() if keep_float is None else keep_float)
+        self._scoped = [n.name for n in model.graph.node if n.name.split("/", 1)[0] in scopes]
+        #: The convolutions this quantizer makes INT8 (unless told to leave some in float).
+        self.convolutions = [n.name for n in model.graph.node if n.op_type == "Conv" and n.name not in self._scoped]
+        self._work = tempfile.TemporaryDirectory(prefix="naf_int8_")
+        self._ranges = Path(self._work.name) / "ranges.json"
+        ranges = _ranges(self.src, calibration, None if plugin is None else os.fspath(plugin), Path(self._work.name),
+                         progress)
+        save_tensors_data(ranges, self._ranges)
+
+    def __enter__(self) -> Int8Quantizer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._work.cleanup()
+
+    def write(self, dst: str | os.PathLike[str], float_convolutions: Sequence[str] = ()) -> Path:
+        """The quantized model at ``dst``, with ``float_convolutions`` (names from
+        :attr:`convolutions`) left in float32."""
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        unknown = sorted(set(float_convolutions) - set(self.convolutions))
+        if unknown:
+            raise ValueError(f"float_convolutions: {unknown} are not convolutions of {str(self.src)!r}")
+        ort_form = self.runtime == "onnxruntime"
+        dst = Path(dst)
         quiet = logging.getLogger().level
         logging.getLogger().setLevel(max(quiet, logging.ERROR))  # ORT logs a pre-processing hint per call
         try:
             quantize_static(
-                src, dst, calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+                self.src, dst, calibration_data_reader=None, quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True,
                 activation_type=QuantType.QUInt8 if ort_form else QuantType.QInt8, weight_type=QuantType.QInt8,
-                nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=cache,
+                nodes_to_exclude=[*self._scoped, *float_convolutions], calibrate_method=CalibrationMethod.MinMax,
+                calibration_cache_path=self._ranges,
                 extra_options={"ActivationSymmetric": not ort_form, "WeightSymmetric": True, "QuantizeBias": ort_form},
             )
         finally:
             logging.getLogger().setLevel(quiet)
-    quantized = _load(dst)
-    fused = fuse_quantized_group_norm(quantized) if ort_form else 0
-    helper.set_model_props(quantized, {**{p.key: p.value for p in quantized.metadata_props},
-                                       "naf_export.precision": "int8",
-                                       "naf_export.quantized_group_norm_silu": str(fused)})
-    onnx.save_model(quantized, dst)
-    return dst
+        quantized = _load(dst)
+        fused = fuse_quantized_group_norm(quantized) if ort_form else 0
+        helper.set_model_props(quantized, {**{p.key: p.value for p in quantized.metadata_props},
+                                           "naf_export.precision": "int8",
+                                           "naf_export.quantized_group_norm_silu": str(fused),
+                                           "naf_export.float_convolutions": ",".join(float_convolutions)})
+        onnx.save_model(quantized, dst)
+        return dst
+
+
+def quantize_int8(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    calibration: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    plugin: str | os.PathLike[str] | None = None,
+    keep_float: Sequence[str] | None = None,
+    progress: bool = True,
+    runtime: str = "onnxruntime",
+) -> Path:
+    """The INT8 model of ``src`` at ``dst``, every convolution quantized (see :class:`Int8Quantizer`)."""
+    with Int8Quantizer(src, calibration, plugin=plugin, keep_float=keep_float, progress=progress,
+                       runtime=runtime) as quantizer:
+        return quantizer.write(dst)
 
 
 def fuse_quantized_group_norm(model: onnx.ModelProto) -> int:

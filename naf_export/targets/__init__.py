@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..config import check_count, check_threads
 from ..errors import TargetUnavailable
+from ..int8_search import AccuracyBound
 from ..model import NAF
 from ..native import check_plugin
 from ..onnx_export import ENCODER_OPS, export_onnx
@@ -69,6 +70,7 @@ class ExportRequest:
     batch_range: tuple[int, int, int] = (1, 1, 8)  # min/opt/max batch of a dynamic-batch engine
     encoder_ops: str | None = None  # "onnx" | "fused" (GroupNormSiLU, AxialRoPE nodes); None: the target's choice
     work: Path | None = None  # where the target writes (see the class doc)
+    int8_bound: AccuracyBound | None = None  # accuracy-targeted INT8 (--max-rel-l2 / --min-cosine)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -83,6 +85,8 @@ class ExportRequest:
             raise ValueError("data: a calibration directory is only used with --int8")
         if self.data is not None and not Path(self.data).is_dir():
             raise ValueError(f"data: {os.fspath(self.data)!r} is not a directory of images")
+        if self.int8_bound is not None and self.precision != "int8":
+            raise ValueError("max_rel_l2/min_cosine: an accuracy bound chooses what --int8 keeps in float; add --int8")
         check_count("samples", self.samples, 1, len(SAMPLE_IMAGES), " (bundled sample images used for parity)")
         check_count("runs", self.runs, 1, hint=" (timed runs)")
         check_threads(self.threads)
@@ -150,11 +154,58 @@ def write_int8_onnx(request: ExportRequest, fp32_path: Path, report: Report,
     from ..quantize import quantize_int8
 
     calibration = load_calibration_set(request.data, request.config)
-    path = quantize_int8(fp32_path, fp32_path.with_name(fp32_path.stem + "_int8.onnx"), calibration, plugin=plugin,
-                         runtime=runtime)
+    dst = fp32_path.with_name(fp32_path.stem + "_int8.onnx")
+    if request.int8_bound is None:
+        path = quantize_int8(fp32_path, dst, calibration, plugin=plugin, runtime=runtime)
+    else:
+        path = _write_int8_to_bound(request, fp32_path, dst, calibration, plugin, report)
     report.artifacts["onnx_int8"] = str(path)
     report.notes.append(f"int8: static QDQ calibrated on {len(calibration)} images "
                         f"({request.data or 'bundled calibration set'})")
+    return path
+
+
+def held_out_references(request: ExportRequest):
+    """The held-out images of an accuracy-targeted INT8 search (all the bundled sample images, which
+    `naf-export validate` also uses by default, disjoint from the calibration set) and PyTorch
+    float32's outputs on them."""
+    import torch
+
+    inputs = sample_inputs(request.config, len(SAMPLE_IMAGES))
+    with torch.inference_mode():
+        refs = [request.model(torch.from_numpy(i), torch.from_numpy(f), request.config.output_size).numpy()
+                for i, f in inputs]
+    return inputs, refs
+
+
+def _write_int8_to_bound(request: ExportRequest, fp32_path: Path, dst: Path, calibration, plugin, report: Report) -> Path:
+    """The ONNX Runtime INT8 model with the fewest convolutions in float for ``request.int8_bound``
+    (naf_export.int8_search), and what that cost in speed, in ``report.quantization``."""
+    from ..int8_search import search_float_layers
+    from ..quantize import Int8Quantizer
+    from ..runners.onnxruntime import OnnxRuntimeRunner
+
+    inputs, refs = held_out_references(request)
+    with Int8Quantizer(fp32_path, calibration, plugin=plugin) as quantizer:
+        runners: dict[tuple[str, ...], Runner] = {}
+
+        def build(float_layers):
+            key = tuple(float_layers)
+            if key not in runners:
+                path = quantizer.write(request.work / ".int8_trial.onnx", float_layers)
+                runners[key] = OnnxRuntimeRunner(path, plugin=plugin, threads=request.threads)
+            return runners[key]
+
+        result = search_float_layers(build, quantizer.convolutions, request.int8_bound, inputs, refs)
+        path = quantizer.write(dst, result.float_layers)
+        (request.work / ".int8_trial.onnx").unlink(missing_ok=True)
+        all_int8 = measure_latency(build([]), *inputs[0], runs=request.runs)["median"]
+        final = measure_latency(build(result.float_layers), *inputs[0], runs=request.runs)["median"]
+    report.quantization = {**result.to_dict(), "latency_all_int8_ms": all_int8, "latency_ms": final}
+    report.notes.append(f"int8: {request.int8_bound.describe()} on {len(inputs)} held-out images: "
+                        + (f"{len(result.float_layers)} of {len(quantizer.convolutions)} convolutions kept in float "
+                           f"({', '.join(result.float_layers)}), {final / all_int8:.2f}x the all-INT8 latency"
+                           if result.float_layers else "met with every convolution in INT8"))
     return path
 
 

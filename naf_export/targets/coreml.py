@@ -31,6 +31,9 @@ def check_request(request: ExportRequest) -> None:
     if request.precision == "bf16":
         raise ValueError("precision: Core ML packages are float32, --fp16 or --int8 (weights); --bf16 is for "
                          "CPUs with bfloat16 arithmetic (--target openvino)")
+    if request.int8_bound is not None:
+        raise ValueError("max_rel_l2/min_cosine: Core ML's --int8 quantizes weights only, with no accuracy search "
+                         "(--target onnxruntime or openvino)")
     if request.dynamic_batch:
         raise ValueError("dynamic_batch: --target coreml builds fixed shapes (batch 1); drop --dynamic-batch")
     if request.data is not None:

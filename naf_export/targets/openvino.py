@@ -23,6 +23,7 @@ import numpy as np
 from ..contract import ATTENTION_OP, INPUT_NAMES, STAGES_KEY
 from ..runners.openvino import IR_PRECISION_KEY, STAGES_RT_KEY
 from ..pipeline import Report
+from ..errors import CheckFailed
 from . import ExportRequest, TargetUnavailable, finish_report, new_report, write_onnx
 
 __all__ = ["INT8_OP_TYPES", "PRECISIONS", "check_bf16_support", "check_request", "convert_ir", "export",
@@ -157,41 +158,92 @@ def _name_unnamed_nodes(model) -> None:
             node.set_friendly_name(f"{node.get_type_name()}.{index}")
 
 
+def _nncf_dataset(pairs):
+    import nncf
+
+    return nncf.Dataset(list(pairs), lambda item: {name: np.ascontiguousarray(a, dtype=np.float32)
+                                                   for name, a in zip(INPUT_NAMES, item[:2])})
+
+
+@contextlib.contextmanager
+def _quiet_nncf(progress: bool):
+    """NNCF logs one INFO line per operation it leaves in float (here: everything but the convs);
+    its progress bars go to stdout."""
+    nncf_logger = logging.getLogger("nncf")
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.WARNING if progress else logging.ERROR)
+    try:
+        with contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        nncf_logger.setLevel(level)
+
+
+def _bound_margin(bound, compiled, items) -> tuple[float, list[float]]:
+    """How far ``compiled`` is inside ``bound`` on the held-out ``items`` (image, features, reference):
+    the smallest margin over images and criteria (>= 0: met), and each image's."""
+    from ..metrics import parity
+
+    margins = []
+    for image, feats, reference in items:
+        result = parity(np.asarray(compiled([image, feats])[0]), reference)
+        terms = [bound.max_rel_l2 - result["rel_l2"]] if bound.max_rel_l2 is not None else []
+        terms += [result["cosine_min"] - bound.min_cosine] if bound.min_cosine is not None else []
+        margins.append(min(terms))
+    return min(margins), margins
+
+
+def float_convolutions(model) -> list[str]:
+    """The Convolution operations of an NNCF-quantized ``ov.Model`` whose activation input is not
+    fake-quantized (they run in float)."""
+    def quantized(node) -> bool:
+        source = node.input_value(0).get_node()
+        while source.get_type_name() in ("Convert", "Pad", "Reshape"):
+            source = source.input_value(0).get_node()
+        return source.get_type_name() == "FakeQuantize"
+
+    return [op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_type_name() in INT8_OP_TYPES and not quantized(op)]
+
+
 def quantize_int8(
     model,
     calibration: Sequence[tuple[np.ndarray, np.ndarray]],
     *,
     progress: bool = True,
+    bound=None,
+    held_out=None,
 ):
     """Post-training INT8 quantization of an ``ov.Model`` with NNCF, calibrated on ``calibration``.
 
     Only the inputs of :data:`INT8_OP_TYPES` are quantized (weights per output channel, activations
-    per tensor); every other operation, the attention extension included, is in NNCF's ignored
-    scope, so it stays float. NNCF's graph builder treats the extension as an unknown operation
-    and runs it for statistics through the model object, which already holds the extension's nodes.
+    per tensor); every other operation, the naf extension operations included, is in NNCF's
+    ignored scope, so it stays float. NNCF's graph builder treats the extension operations as
+    unknown and runs them for statistics through the model object, which already holds their nodes.
+
+    With an accuracy ``bound`` (naf_export.int8_search.AccuracyBound) and ``held_out`` images with
+    PyTorch's outputs (``[(image, features, reference), ...]``), NNCF's accuracy-control quantization
+    returns the most sensitive convolutions to float until the bound holds on them (the allowed drop
+    is the float model's own margin to the bound, so a quantized model that NNCF accepts meets it).
     """
     import nncf
 
     if len(calibration) == 0:
         raise ValueError("calibration: expected at least one (image, features) pair")
     ignored = sorted(op.get_friendly_name() for op in model.get_ops() if op.get_type_name() not in INT8_OP_TYPES)
-    dataset = nncf.Dataset(
-        list(calibration),
-        lambda pair: {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in zip(INPUT_NAMES, pair)},
-    )
-    nncf_logger = logging.getLogger("nncf")
-    level = nncf_logger.level
-    quiet = contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO())  # NNCF's progress bar
-    # NNCF logs one INFO line per operation it leaves in float (here: everything but the convs).
-    nncf_logger.setLevel(logging.WARNING if progress else logging.ERROR)
-    try:
-        with quiet:
-            return nncf.quantize(
-                model, dataset, subset_size=len(calibration), fast_bias_correction=True,
-                ignored_scope=nncf.IgnoredScope(names=ignored, types=[ATTENTION_OP], validate=False),
-            )
-    finally:
-        nncf_logger.setLevel(level)
+    common = dict(subset_size=len(calibration), fast_bias_correction=True,
+                  ignored_scope=nncf.IgnoredScope(names=ignored, types=[ATTENTION_OP], validate=False))
+    with _quiet_nncf(progress):
+        if bound is None:
+            return nncf.quantize(model, _nncf_dataset(calibration), **common)
+        float_margin, _ = _bound_margin(bound, _import_openvino().Core().compile_model(model, "CPU"), held_out)
+        if float_margin < 0:
+            raise ValueError(f"max_rel_l2/min_cosine: {bound.describe()} is missed by the float model itself on the "
+                             "held-out images; loosen the bound")
+        return nncf.quantize_with_accuracy_control(
+            model, _nncf_dataset(calibration), _nncf_dataset(held_out),
+            lambda compiled, items: _bound_margin(bound, compiled, items), max_drop=float_margin,
+            drop_type=nncf.DropType.ABSOLUTE, **common)
 
 
 def convert_ir(
@@ -209,7 +261,8 @@ def convert_ir(
     return _convert(onnx_path, xml_path, precision, plugin, calibration, progress)[0]
 
 
-def _convert(onnx_path, xml_path, precision, plugin, calibration, progress) -> tuple[Path, int]:
+def _convert(onnx_path, xml_path, precision, plugin, calibration, progress, bound=None,
+             held_out=None) -> tuple[Path, int]:
     ov = _import_openvino()
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
@@ -223,7 +276,7 @@ def _convert(onnx_path, xml_path, precision, plugin, calibration, progress) -> t
     fused = fuse_group_norm(model)
     _name_unnamed_nodes(model)
     if precision == "int8":
-        model = quantize_int8(model, calibration, progress=progress)
+        model = quantize_int8(model, calibration, progress=progress, bound=bound, held_out=held_out)
         _name_unnamed_nodes(model)
     xml_path.parent.mkdir(parents=True, exist_ok=True)
     model.set_rt_info(precision, list(IR_PRECISION_KEY))  # the runner's inference precision follows it
@@ -234,6 +287,42 @@ def _convert(onnx_path, xml_path, precision, plugin, calibration, progress) -> t
         model.set_rt_info(stages[STAGES_KEY], list(STAGES_RT_KEY))
     ov.save_model(model, os.fspath(xml_path), compress_to_fp16=precision == "fp16")
     return xml_path, fused
+
+
+def _report_bound_search(request: ExportRequest, report: Report, onnx_path: Path, xml_path: Path, calibration,
+                         held_out) -> None:
+    """What the accuracy-targeted quantization kept in float and what that cost, against the
+    all-INT8 model (quantized once more for the comparison), in ``report.quantization``."""
+    from ..int8_search import held_out_error
+    from ..pipeline import measure_latency
+    from ..runners.openvino import OpenVinoRunner
+
+    all_int8_xml = request.work / ".int8_all.xml"
+    try:
+        _convert(onnx_path, all_int8_xml, "int8", request.plugin, calibration, False)
+        runners = {"all": OpenVinoRunner(all_int8_xml, extension=request.plugin, threads=request.threads),
+                   "final": OpenVinoRunner(xml_path, extension=request.plugin, threads=request.threads)}
+        inputs, refs = [item[:2] for item in held_out], [item[2] for item in held_out]
+        errors = {k: held_out_error(r, inputs, refs) for k, r in runners.items()}
+        latency = {k: measure_latency(r, *inputs[0], runs=request.runs)["median"] for k, r in runners.items()}
+        kept = float_convolutions(runners["final"].core.read_model(os.fspath(xml_path)))
+        total = len([op for op in runners["final"].core.read_model(os.fspath(xml_path)).get_ops()
+                     if op.get_type_name() in INT8_OP_TYPES])
+    finally:
+        for path in (all_int8_xml, all_int8_xml.with_suffix(".bin")):
+            path.unlink(missing_ok=True)
+    bound = request.int8_bound
+    if not bound.met(errors["final"]):
+        raise CheckFailed(f"max_rel_l2/min_cosine: NNCF's accuracy control returned a model that misses "
+                          f"{bound.describe()} on the held-out images (rel_l2 {errors['final']['rel_l2']:.3g}, "
+                          f"cosine_min {errors['final']['cosine_min']:.6f})")
+    report.quantization = {"bound": bound.describe(), "engine": "nncf.quantize_with_accuracy_control",
+                           "float_layers": kept, "all_int8_error": errors["all"], "final_error": errors["final"],
+                           "latency_all_int8_ms": latency["all"], "latency_ms": latency["final"]}
+    report.notes.append(f"int8: {bound.describe()} on {len(inputs)} held-out images: "
+                        + (f"{len(kept)} of {total} convolutions kept in float ({', '.join(kept)}), "
+                           f"{latency['final'] / latency['all']:.2f}x the all-INT8 latency" if kept
+                           else "met with every convolution in INT8"))
 
 
 def check_bf16_support(core=None) -> None:
@@ -277,9 +366,18 @@ def export(request: ExportRequest) -> Report:
         from ..calibration import load_calibration_set
 
         calibration = load_calibration_set(request.data, request.config)
+    held_out = None
+    if request.int8_bound is not None:
+        from . import held_out_references
+
+        inputs, refs = held_out_references(request)
+        held_out = [(image, feats, ref) for (image, feats), ref in zip(inputs, refs)]
     start = time.perf_counter()
-    _, fused = _convert(onnx_path, xml_path, request.precision, request.plugin, calibration, True)
+    _, fused = _convert(onnx_path, xml_path, request.precision, request.plugin, calibration, True,
+                        request.int8_bound, held_out)
     convert_s = time.perf_counter() - start
+    if request.int8_bound is not None:
+        _report_bound_search(request, report, onnx_path, xml_path, calibration, held_out)
     report.artifacts["openvino_xml"] = str(xml_path)
     report.artifacts["openvino_bin"] = str(xml_path.with_suffix(".bin"))
     report.notes.append(f"{fused} GroupNorm subgraphs written as OpenVINO GroupNormalization")

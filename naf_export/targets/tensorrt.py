@@ -110,6 +110,10 @@ def check_request(request: ExportRequest) -> None:
     if request.precision == "bf16":
         raise ValueError("precision: the TensorRT target builds float32, --fp16 or --int8 engines (the plugin "
                          "computes in float32 or float16); --bf16 is for CPUs (--target openvino)")
+    if request.int8_bound is not None:
+        raise ValueError("max_rel_l2/min_cosine: the accuracy-targeted INT8 search measures each candidate where it "
+                         "runs; for TensorRT it needs a GPU in the loop, which this target does not drive yet "
+                         "(--target onnxruntime or openvino)")
 
 
 def export(request: ExportRequest) -> Report:
