@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from .attention import neighborhood_index
 from .contract import INPUT_NAMES, OUTPUT_NAME
 from .model import NAF, _size_pair
-from .onnx_export import linear_resize_matrix, rope_tables
+from .onnx_export import ScopedNames, linear_resize_matrix, rope_tables
 from .runners.coreml import import_coremltools
 
 __all__ = ["FP32_SCOPES", "PRECISIONS", "CoreMLExport", "build_program", "convert_program", "discard", "export_coreml",
@@ -49,27 +49,6 @@ PRECISIONS = ("fp32", "fp16", "int8")
 #: statistics (mean, variance, normalisation) and the attention softmax. By default nothing does
 #: (``naf_export.targets.coreml.FP16_FP32_SCOPES`` says why; figures in docs/BENCHMARKS.md).
 FP32_SCOPES = ("group_norm", "softmax")
-
-
-class _Names:
-    """Unique op names, prefixed by the current scope (``scope/hint_n``): float16 conversion
-    selects the ops that stay float32 by scope."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._scopes: list[str] = []
-
-    @contextlib.contextmanager
-    def scope(self, name: str):
-        self._scopes.append(name)
-        try:
-            yield
-        finally:
-            self._scopes.pop()
-
-    def __call__(self, hint: str) -> str:
-        self._count += 1
-        return "/".join([*self._scopes, f"{hint}_{self._count}"])
 
 
 def _f32(value: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -90,7 +69,7 @@ class _ProgramWriter:
     def __init__(self, mb, model: NAF) -> None:
         self.mb = mb
         self.model = model
-        self.name = _Names()
+        self.name = ScopedNames()
 
     # --- image encoder -------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ from onnx import TensorProto, helper, numpy_helper
 from .attention import neighborhood_index
 from .model import NAF, RotaryEmbedding2d, _size_pair
 
-__all__ = ["ATTENTION_DOMAIN", "ATTENTION_OP", "ENCODER_OPS", "OPSET", "export_onnx", "linear_resize_matrix",
+__all__ = ["ATTENTION_DOMAIN", "ATTENTION_OP", "ENCODER_OPS", "OPSET", "ScopedNames", "export_onnx", "linear_resize_matrix",
            "register_naf_schemas", "rope_tables"]
 
 from .contract import (ATTENTION_DOMAIN, ATTENTION_OP, AXIAL_ROPE_OP, GROUP_NORM_SILU_OP, INPUT_NAMES, OPSET, OUTPUT_NAME,
@@ -110,6 +110,28 @@ def linear_resize_matrix(in_size: int, out_size: int, mode: str) -> np.ndarray:
     return out.view(in_size, out_size).t().numpy().astype(np.float32)
 
 
+class ScopedNames:
+    """Unique names ``scope/hint_n`` for the nodes of a graph being built: the scope lets later
+    passes select nodes (INT8 quantization and float16 conversion keep scopes in float)."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._scopes: list[str] = []
+
+    @contextlib.contextmanager
+    def scope(self, name: str):
+        """Prefix the names made inside with ``name/``."""
+        self._scopes.append(name)
+        try:
+            yield
+        finally:
+            self._scopes.pop()
+
+    def __call__(self, hint: str) -> str:
+        self._count += 1
+        return "/".join([*self._scopes, f"{hint}_{self._count}"])
+
+
 class _Graph:
     """Small helper that names nodes and initializers uniquely."""
 
@@ -118,21 +140,8 @@ class _Graph:
         self.initializers: list[onnx.TensorProto] = []
         self.value_info: list[onnx.ValueInfoProto] = []
         self.batch: int | str = 1  # the batch dimension of every activation
-        self._count = 0
-        self._scopes: list[str] = []
-
-    @contextlib.contextmanager
-    def scope(self, name: str):
-        """Prefix the names made inside with ``name/`` (quantization selects nodes by scope)."""
-        self._scopes.append(name)
-        try:
-            yield
-        finally:
-            self._scopes.pop()
-
-    def name(self, hint: str) -> str:
-        self._count += 1
-        return "/".join([*self._scopes, f"{hint}_{self._count}"])
+        self.name = ScopedNames()
+        self.scope = self.name.scope
 
     def const(self, value: np.ndarray | torch.Tensor, hint: str = "const") -> str:
         if isinstance(value, torch.Tensor):
