@@ -7,6 +7,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
+# System packages for the native runtimes' tests, where apt is available and we are root (CI's
+# fresh Debian machine); elsewhere skipped quietly, and the tests that need them skip with the
+# reason: libpng/libjpeg (naf-run reads PNG/JPEG pictures), the aarch64 cross compiler and
+# qemu-user (tests/test_aarch64.py: Jetson's CPU code built and run on an Arm instruction set).
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  APT_PACKAGES="libpng-dev libjpeg-dev g++-aarch64-linux-gnu qemu-user"
+  # shellcheck disable=SC2086
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $APT_PACKAGES >/dev/null 2>&1; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $APT_PACKAGES >/dev/null 2>&1 \
+      || echo "setup.sh: could not install $APT_PACKAGES (the tests needing them will skip)"
+  fi
+fi
+
 "$PY" -m pip install --upgrade pip >/dev/null
 # torch first and pinned: an unpinned requirement would pull gigabytes of CUDA wheels.
 "$PY" -m pip install "${TORCH_SPEC:-torch==2.13.0}"

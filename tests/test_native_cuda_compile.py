@@ -1,10 +1,12 @@
-"""Compile check of the CUDA kernel and the TensorRT plugin, on machines without a GPU.
+"""Compile check of the CUDA kernel, the TensorRT plugin and the TensorRT runtime backend, on
+machines without a GPU.
 
 Configures a fresh build of the repository with the CUDA kernel and the TensorRT plugin against
 the TensorRT 10.14 headers of the ``kernel-lens`` wheel (headers only, no libnvinfer), builds the
 kernel for every default architecture (sm_87, sm_89, sm_90) and the plugin's compile-check
 target, then builds and runs the plugin's host check (its IPluginV3 interfaces driven on the
-host). Skips when nvcc, CMake or the headers are missing; a failed build is a test failure that
+host), and compiles the TensorRT backend of runtimes/ (naf::TensorRtUpsampler and its CUDA
+preprocessing kernels; its host-side logic is tested without TensorRT by tests/test_runtimes.py). Skips when nvcc, CMake or the headers are missing; a failed build is a test failure that
 shows the compiler output.
 """
 
@@ -71,3 +73,18 @@ def test_tensorrt_plugin_host_check(cuda_build: pathlib.Path) -> None:
     assert exe is not None and exe.is_file(), "naf_tensorrt_host_check was not produced"
     result = run_checked([str(exe)], "naf_tensorrt_host_check", timeout=60)
     assert result.stdout.strip().endswith("OK"), result.stdout + result.stderr
+
+
+def test_tensorrt_runtime_backend_compiles(cuda_build: pathlib.Path) -> None:
+    """runtimes/tensorrt against the same TensorRT 10.14 headers: naf::TensorRtUpsampler (engine
+    loading, plugin registry, enqueueV3, CUDA graphs) and its preprocessing kernels, warning-free."""
+    result = run_checked(
+        ["cmake", "--build", str(cuda_build), "--target", "naf_runtime_tensorrt_compile_check", "--parallel",
+         str(min(2, os.cpu_count() or 1))],
+        "building the TensorRT runtime backend",
+        timeout=240,
+    )
+    objects = {p.name for p in cuda_build.rglob("naf_runtime_tensorrt_compile_check.dir/**/*.o")}
+    assert {"tensorrt_upsampler.cc.o", "engine_plan.cc.o", "preprocess.cu.o"} <= objects, objects
+    output = result.stdout + result.stderr
+    assert "warning:" not in output.lower(), f"compiler warnings:\n{output[-12000:]}"

@@ -16,6 +16,11 @@
 #         -DNAF_WITH_CUDA=ON -DNAF_BUILD_TENSORRT=ON -DNAF_BUILD_ONNXRUNTIME=OFF -DNAF_BUILD_OPENVINO=OFF
 #   cmake --build build-jetson --target naf_tensorrt -j
 #
+# The CPU parts alone (core, ONNX Runtime plugin, runtimes/ with naf-run) need only
+# g++-aarch64-linux-gnu: -DNAF_WITH_CUDA=OFF -DNAF_BUILD_TENSORRT=OFF -DNAF_BUILD_OPENVINO=OFF
+# -DNAF_BUILD_RUNTIMES=ON -DNAF_RUNTIME_OPENVINO=OFF -DNAF_RUNTIME_TENSORRT=OFF (runtimes/README.md;
+# tests/test_aarch64.py builds exactly that and runs the kernels under qemu-aarch64).
+#
 # Overridable cache variables: NAF_JETSON_TRIPLE (compiler prefix), NAF_JETSON_SYSROOT.
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR aarch64)

@@ -214,41 +214,57 @@ struct SameTypeInputs {
   static ONNXTensorElementDataType input_type(size_t /*index*/, ONNXTensorElementDataType type) { return type; }
 };
 
+// num_groups (int, required), epsilon (float, default 1e-5), pad (int, default 0), for both forms.
+OrtStatusPtr read_gn_attributes(const OrtKernelInfo* info, const char* op, GnAttributes* attrs) {
+  if (OrtStatusPtr st = required_attribute(info, op, "num_groups", &attrs->num_groups)) return st;
+  optional_attribute(info, "epsilon", &attrs->epsilon);
+  optional_attribute(info, "pad", &attrs->pad);
+  return nullptr;
+}
+
+// The shape checks both forms need: X of rank 4 whose shape passes the core's contract, gamma and
+// beta (inputs `gamma_index` and the next) of shape [C]. Fills `shape` and allocates output 0
+// (N, C, H + 2p, W + 2p) into `*out`.
+OrtStatusPtr read_gn_shape(Ort::KernelContext& ctx, const char* op, const GnAttributes& attrs, size_t gamma_index,
+                           NafGnShape* shape, void** out) {
+  const auto error = [op](const std::string& message) { return make_error(message, ORT_INVALID_ARGUMENT, op); };
+  const std::vector<int64_t> x = ctx.GetInput(0).GetTensorTypeAndShapeInfo().GetShape();
+  if (x.size() != 4) return error("X: expected rank 4 (N, C, H, W), got shape " + shape_string(x));
+  const char* names[] = {"gamma", "beta"};
+  for (size_t i = 0; i < 2; ++i) {
+    const std::vector<int64_t> dims = ctx.GetInput(gamma_index + i).GetTensorTypeAndShapeInfo().GetShape();
+    if (dims.size() != 1 || dims[0] != x[1]) {
+      return error(std::string(names[i]) + ": expected shape [C] = [" + std::to_string(x[1]) +
+                   "] (one value per channel of X), got " + shape_string(dims));
+    }
+  }
+  *shape = NafGnShape{x[0], x[1], x[2], x[3], attrs.num_groups, attrs.pad};
+  char message[512] = {0};
+  if (naf_gn_silu_check_shape(shape, message, sizeof message) != 0) return error(message);
+  *out = ctx.GetOutput(0, {x[0], x[1], x[2] + 2 * attrs.pad, x[3] + 2 * attrs.pad}).GetTensorMutableRawData();
+  return nullptr;
+}
+
 struct GnCpuKernel : SameTypeInputs {
   static constexpr const char* kName = kGnOpName;
   static constexpr size_t kNumInputs = 3;
   GnAttributes attrs;
 
-  // num_groups (int, required), epsilon (float, default 1e-5), pad (int, default 0).
   static OrtStatusPtr Create(const OrtKernelInfo* info, void** kernel) {
     GnAttributes attrs;
-    if (OrtStatusPtr st = required_attribute(info, kName, "num_groups", &attrs.num_groups)) return st;
-    optional_attribute(info, "epsilon", &attrs.epsilon);
-    optional_attribute(info, "pad", &attrs.pad);
+    if (OrtStatusPtr st = read_gn_attributes(info, kName, &attrs)) return st;
     *kernel = new GnCpuKernel{{}, attrs};
     return nullptr;
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
     return guarded(kName, [&]() -> OrtStatusPtr {
-      const auto error = [](const std::string& message) { return make_error(message, ORT_INVALID_ARGUMENT, kName); };
       Ort::KernelContext ctx(context);
-      auto x_info = ctx.GetInput(0).GetTensorTypeAndShapeInfo();
-      const std::vector<int64_t> x = x_info.GetShape();
-      if (x.size() != 4) return error("X: expected rank 4 (N, C, H, W), got shape " + shape_string(x));
-      const char* names[] = {"gamma", "beta"};
-      for (size_t i = 1; i <= 2; ++i) {
-        const std::vector<int64_t> dims = ctx.GetInput(i).GetTensorTypeAndShapeInfo().GetShape();
-        if (dims.size() != 1 || dims[0] != x[1]) {
-          return error(std::string(names[i - 1]) + ": expected shape [C] = [" + std::to_string(x[1]) +
-                       "] (one value per channel of X), got " + shape_string(dims));
-        }
-      }
-      const NafGnShape shape{x[0], x[1], x[2], x[3], attrs.num_groups, attrs.pad};
-      char message[512] = {0};
-      if (naf_gn_silu_check_shape(&shape, message, sizeof message) != 0) return error(message);
-      void* out = ctx.GetOutput(0, {x[0], x[1], x[2] + 2 * attrs.pad, x[3] + 2 * attrs.pad}).GetTensorMutableRawData();
+      NafGnShape shape{};
+      void* out = nullptr;
+      if (OrtStatusPtr st = read_gn_shape(ctx, kName, attrs, 1, &shape, &out)) return st;
       if (shape.batch == 0) return nullptr;
+      const auto x_info = ctx.GetInput(0).GetTensorTypeAndShapeInfo();
       return run_cpu_forward(context, kName, [&](NafParallelFor pf, void* runner, int tasks, char* msg, size_t size) {
         return naf_gn_silu_forward_cpu(&shape, naf_dtype(x_info.GetElementType()), ctx.GetInput(0).GetTensorRawData(),
                                        ctx.GetInput(1).GetTensorRawData(), ctx.GetInput(2).GetTensorRawData(),
@@ -275,9 +291,7 @@ struct QgnCpuKernel {
 
   static OrtStatusPtr Create(const OrtKernelInfo* info, void** kernel) {
     GnAttributes attrs;
-    if (OrtStatusPtr st = required_attribute(info, kName, "num_groups", &attrs.num_groups)) return st;
-    optional_attribute(info, "epsilon", &attrs.epsilon);
-    optional_attribute(info, "pad", &attrs.pad);
+    if (OrtStatusPtr st = read_gn_attributes(info, kName, &attrs)) return st;
     *kernel = new QgnCpuKernel{attrs};
     return nullptr;
   }
@@ -286,19 +300,10 @@ struct QgnCpuKernel {
     return guarded(kName, [&]() -> OrtStatusPtr {
       const auto error = [](const std::string& message) { return make_error(message, ORT_INVALID_ARGUMENT, kName); };
       Ort::KernelContext ctx(context);
-      auto x_info = ctx.GetInput(0).GetTensorTypeAndShapeInfo();
-      const std::vector<int64_t> x = x_info.GetShape();
-      if (x.size() != 4) return error("X: expected rank 4 (N, C, H, W), got shape " + shape_string(x));
-      const NafQType qtype = x_info.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8 ? NAF_QTYPE_INT8
-                                                                                         : NAF_QTYPE_UINT8;
-      const char* vectors[] = {"gamma", "beta"};
-      for (size_t i = 3; i <= 4; ++i) {
-        const std::vector<int64_t> dims = ctx.GetInput(i).GetTensorTypeAndShapeInfo().GetShape();
-        if (dims.size() != 1 || dims[0] != x[1]) {
-          return error(std::string(vectors[i - 3]) + ": expected shape [C] = [" + std::to_string(x[1]) +
-                       "] (one value per channel of X), got " + shape_string(dims));
-        }
-      }
+      const NafQType qtype = ctx.GetInput(0).GetTensorTypeAndShapeInfo().GetElementType() ==
+                                     ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8
+                                 ? NAF_QTYPE_INT8
+                                 : NAF_QTYPE_UINT8;
       const char* scalars[] = {"", "x_scale", "x_zero_point", "", "", "y_scale", "y_zero_point"};
       for (size_t i : {1, 2, 5, 6}) {
         if (ctx.GetInput(i).GetTensorTypeAndShapeInfo().GetElementCount() != 1) {
@@ -312,10 +317,9 @@ struct QgnCpuKernel {
       };
       const NafQuantization x_quant{*ctx.GetInput(1).GetTensorData<float>(), zero_point(2)};
       const NafQuantization y_quant{*ctx.GetInput(5).GetTensorData<float>(), zero_point(6)};
-      const NafGnShape shape{x[0], x[1], x[2], x[3], attrs.num_groups, attrs.pad};
-      char message[512] = {0};
-      if (naf_gn_silu_check_shape(&shape, message, sizeof message) != 0) return error(message);
-      void* out = ctx.GetOutput(0, {x[0], x[1], x[2] + 2 * attrs.pad, x[3] + 2 * attrs.pad}).GetTensorMutableRawData();
+      NafGnShape shape{};
+      void* out = nullptr;
+      if (OrtStatusPtr st = read_gn_shape(ctx, kName, attrs, 3, &shape, &out)) return st;
       if (shape.batch == 0) return nullptr;
       return run_cpu_forward(context, kName, [&](NafParallelFor pf, void* runner, int tasks, char* msg, size_t size) {
         return naf_qgn_silu_forward_cpu(&shape, qtype, ctx.GetInput(0).GetTensorRawData(), x_quant,

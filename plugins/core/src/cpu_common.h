@@ -15,6 +15,7 @@
 #include <new>
 #include <thread>
 
+#include "float16.h"
 #include "naf/cross_scale_attention.h"  // NafParallelFor
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -46,50 +47,9 @@ inline int report(char* message, size_t size, int code, const char* format, ...)
   return code;
 }
 
-// ---------------------------------------------------------------------------------------------
-// IEEE binary16 without hardware support (round to nearest even, NaN stays NaN).
-
-inline float half_to_float_portable(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exponent = (h >> 10) & 0x1fu;
-  const uint32_t mantissa = h & 0x3ffu;
-  uint32_t bits;
-  if (exponent == 0x1f) {
-    bits = sign | 0x7f800000u | (mantissa << 13);
-  } else if (exponent != 0) {
-    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-  } else {
-    const float magnitude = static_cast<float>(mantissa) * 5.9604644775390625e-8f;  // 2^-24, exact
-    std::memcpy(&bits, &magnitude, sizeof bits);
-    bits |= sign;
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-inline uint16_t float_to_half_portable(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof bits);
-  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
-  uint32_t magnitude = bits & 0x7fffffffu;
-  if (magnitude >= 0x7f800000u) {  // inf, NaN (forced quiet so it cannot turn into inf)
-    return static_cast<uint16_t>(sign | 0x7c00u | (magnitude > 0x7f800000u ? 0x200u | ((magnitude >> 13) & 0x3ffu) : 0u));
-  }
-  if (magnitude >= 0x47800000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65536: inf
-  if (magnitude < 0x38800000u) {
-    // Result is subnormal or zero: adding 0.5 aligns the half's 2^-24 units with the float's last
-    // mantissa bit, so the FPU's own round-to-nearest-even does the rounding.
-    float x;
-    std::memcpy(&x, &magnitude, sizeof x);
-    x += 0.5f;
-    std::memcpy(&magnitude, &x, sizeof x);
-    return static_cast<uint16_t>(sign | (magnitude - 0x3f000000u));
-  }
-  const uint32_t odd = (magnitude >> 13) & 1u;
-  magnitude += 0xc8000fffu + odd;  // rebias exponent 127 -> 15 (mod 2^32), add half an ulp - 1 + odd
-  return static_cast<uint16_t>(sign | (magnitude >> 13));
-}
+// IEEE binary16 without hardware support: float16.h (shared with the runtimes and the self-test).
+using naf_float16::float_to_half_portable;
+using naf_float16::half_to_float_portable;
 
 // ---------------------------------------------------------------------------------------------
 // 64-byte aligned float scratch.
@@ -179,6 +139,8 @@ inline Isa select_isa() {
                           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
   if (has_avx512 && allowed("avx512")) return Isa::avx512;
   if (has_avx2 && (allowed("avx2") || (forced && std::strcmp(forced, "avx512") == 0))) return Isa::avx2;
+#else
+  (void)allowed;  // one portable copy off x86 (aarch64: the compiler's own NEON code)
 #endif
   return Isa::generic;
 }

@@ -7,6 +7,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -163,6 +164,15 @@ std::string shape_string(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
+const char* dtype_name(DType dtype) {
+  return dtype == DType::kFloat32 ? "float32" : dtype == DType::kFloat16 ? "float16" : "uint8";
+}
+
+size_t Array::count() const {
+  const size_t item = dtype == DType::kFloat32 ? 4 : dtype == DType::kFloat16 ? 2 : 1;
+  return nbytes / item;
+}
+
 Array parse(const unsigned char* bytes, size_t size, const std::string& name) {
   if (size < kMagicSize + 2 || std::memcmp(bytes, kMagic, kMagicSize) != 0) {
     throw NpyError(name + ": not a .npy file (no \\x93NUMPY magic)" + (size < kMagicSize + 2 ? ", file too short" : ""));
@@ -187,23 +197,31 @@ Array parse(const unsigned char* bytes, size_t size, const std::string& name) {
   bool fortran = false;
   std::vector<int64_t> shape;
   HeaderParser(reinterpret_cast<const char*>(bytes + prefix), header_len, name).parse(&descr, &fortran, &shape);
-  if (descr != "<f4") {
-    throw NpyError(name + ": dtype '" + descr + "' is not supported: expected little-endian float32 '<f4' "
-                   "(save arr.astype('<f4'))");
+  DType dtype;
+  if (descr == "<f4") {
+    dtype = DType::kFloat32;
+  } else if (descr == "<f2") {
+    dtype = DType::kFloat16;
+  } else if (descr == "|u1" || descr == "<u1" || descr == ">u1") {
+    dtype = DType::kUint8;
+  } else {
+    throw NpyError(name + ": dtype '" + descr + "' is not supported: expected little-endian float32 '<f4', "
+                   "float16 '<f2' or uint8 '|u1' (save arr.astype('<f4'))");
   }
+  const size_t item = dtype == DType::kFloat32 ? 4 : dtype == DType::kFloat16 ? 2 : 1;
   if (fortran) {
     throw NpyError(name + ": Fortran-ordered arrays are not supported (save np.ascontiguousarray(arr))");
   }
   // Element count with overflow checks; the byte count must also fit in memory.
   uint64_t count = 1;
-  const uint64_t max_count = std::numeric_limits<size_t>::max() / sizeof(float);
+  const uint64_t max_count = std::numeric_limits<size_t>::max() / item;
   for (int64_t d : shape) {
     if (d != 0 && count > max_count / static_cast<uint64_t>(d)) {
       throw NpyError(name + ": shape " + shape_string(shape) + " is too large");
     }
     count *= static_cast<uint64_t>(d);
   }
-  const size_t data_bytes = static_cast<size_t>(count) * sizeof(float);
+  const size_t data_bytes = static_cast<size_t>(count) * item;
   const size_t available = size - prefix - header_len;
   if (available < data_bytes) {
     throw NpyError(name + ": truncated .npy file: shape " + shape_string(shape) + " needs " +
@@ -215,16 +233,13 @@ Array parse(const unsigned char* bytes, size_t size, const std::string& name) {
   }
   Array array;
   array.shape = shape;
-  array.data.resize(static_cast<size_t>(count));
-  if (data_bytes > 0) std::memcpy(array.data.data(), bytes + prefix + header_len, data_bytes);
-  if (!little_endian_host()) {
-    for (float& f : array.data) {
-      unsigned char b[4];
-      std::memcpy(b, &f, 4);
-      std::swap(b[0], b[3]);
-      std::swap(b[1], b[2]);
-      std::memcpy(&f, b, 4);
-    }
+  array.dtype = dtype;
+  array.nbytes = data_bytes;
+  array.storage.resize((data_bytes + sizeof(float) - 1) / sizeof(float));
+  unsigned char* raw = reinterpret_cast<unsigned char*>(array.storage.data());
+  if (data_bytes > 0) std::memcpy(raw, bytes + prefix + header_len, data_bytes);
+  if (!little_endian_host() && item > 1) {
+    for (size_t i = 0; i < data_bytes; i += item) std::reverse(raw + i, raw + i + item);
   }
   return array;
 }
