@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "attend",
     "check_attention_inputs",
     "cross_scale_neighborhood_attention",
     "nearest_exact_source",
@@ -174,17 +175,40 @@ def cross_scale_neighborhood_attention(
 
     Returns:
         ``(B, C, H, W)`` in ``value``'s dtype, computed in float32.
+
+    CUDA tensors go through the project's CUDA kernel as one operator
+    (:mod:`naf_export.cuda_attention`; ``NAF_EXPORT_CUDA_ATTENTION=reference`` keeps them here).
     """
     check_attention_inputs(query, key, value, num_heads, kernel_size)
+    out_h, out_w = query.shape[2:]
+    in_h, in_w = value.shape[2:]
+    if scale is None:
+        scale = (query.shape[1] // num_heads) ** -0.5
+    row_index = _index_table("row_index", row_index, out_h, in_h, kernel_size, query.device)
+    col_index = _index_table("col_index", col_index, out_w, in_w, kernel_size, query.device)
+    if query.is_cuda:
+        from . import cuda_attention
+
+        if cuda_attention.use_cuda_kernel():
+            return cuda_attention.cross_scale_attention(query, key, value, row_index, col_index, num_heads, float(scale))
+    return attend(query, key, value, row_index, col_index, num_heads, scale)
+
+
+def attend(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    row_index: torch.Tensor,
+    col_index: torch.Tensor,
+    num_heads: int,
+    scale: float,
+) -> torch.Tensor:
+    """The computation of :func:`cross_scale_neighborhood_attention` in PyTorch, on inputs that
+    already passed its checks (``row_index``/``col_index`` long tensors on the inputs' device)."""
     b, dq_all, out_h, out_w = query.shape
     c_all, in_h, in_w = value.shape[1:]
-    heads, k = num_heads, kernel_size
+    heads, k = num_heads, row_index.shape[1]
     dq, e = dq_all // heads, c_all // heads
-    if scale is None:
-        scale = dq**-0.5
-
-    row_index = _index_table("row_index", row_index, out_h, in_h, k, query.device)
-    col_index = _index_table("col_index", col_index, out_w, in_w, k, query.device)
 
     # Heads first, channels last; float32 whatever the storage type.
     q = query.float().view(b, heads, dq, out_h, out_w).permute(0, 1, 3, 4, 2)  # B n H W dq

@@ -22,6 +22,7 @@ __all__ = [
     "ABI_VERSION",
     "LIB_DIR_ENV",
     "PLUGIN_ENTRY_POINTS",
+    "AttentionShape",
     "aligned_empty",
     "axial_rope_cpu",
     "check_plugin",
@@ -202,6 +203,8 @@ class _Shape(ctypes.Structure):
         )
     ]
 
+
+AttentionShape = _Shape  # NafCsnaShape, for the CUDA entry point (naf_export.cuda_attention)
 
 _DTYPES = {np.dtype(np.float32): 0, np.dtype(np.float16): 1}
 

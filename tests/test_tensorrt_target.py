@@ -225,6 +225,8 @@ def test_plugin_src_builds_the_plugin_library(plugin_src: Path, tmp_path: Path) 
     assert exported == {"getCreators", "setLoggerFinder", "naf_tensorrt_register_plugins"}, exported
     needed = subprocess.run(["readelf", "-d", str(library)], capture_output=True, text=True, check=True).stdout
     assert "[libnvinfer.so.10]" in needed
+    # The CUDA runtime is linked in: a pip-installed TensorRT puts no libcudart on the loader path.
+    assert "libcudart" not in needed, needed
 
 
 def test_plugin_src_compiles_with_static_registration(plugin_src: Path, tmp_path: Path) -> None:

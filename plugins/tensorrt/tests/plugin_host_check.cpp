@@ -11,6 +11,8 @@
 #include <cstring>
 #include <initializer_list>
 
+#include "plugin_test_util.h"
+
 extern "C" nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators);
 
 #if defined(NAF_STUB_NVINFER)
@@ -19,6 +21,8 @@ extern "C" nvinfer1::IPluginRegistry* getPluginRegistry() noexcept { return null
 #endif
 
 using namespace nvinfer1;
+using naf_plugin_test::capability;
+using naf_plugin_test::desc;
 
 namespace {
 
@@ -31,22 +35,6 @@ int gFailures = 0;
       ++gFailures;                                                    \
     }                                                                 \
   } while (0)
-
-PluginTensorDesc desc(std::initializer_list<int64_t> dims, DataType type) {
-  PluginTensorDesc d{};
-  d.dims.nbDims = static_cast<int32_t>(dims.size());
-  int32_t i = 0;
-  for (int64_t v : dims) d.dims.d[i++] = v;
-  d.type = type;
-  d.format = TensorFormat::kLINEAR;
-  d.scale = -1.0F;
-  return d;
-}
-
-template <typename T>
-T* capability(IPluginV3* plugin, PluginCapabilityType type) {
-  return static_cast<T*>(plugin->getCapabilityInterface(type));
-}
 
 }  // namespace
 
