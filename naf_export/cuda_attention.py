@@ -157,18 +157,16 @@ def nvcc_path() -> str | None:
 
 
 def _kernel_sources() -> tuple[pathlib.Path, pathlib.Path]:
-    """(the .cu file, the include directory) in a checkout or an installed package's plugin_src."""
-    from .targets.tensorrt import plugin_sources
-
-    try:
-        sources = plugin_sources()
-    except FileNotFoundError as error:
-        raise RuntimeError(str(error)) from None
-    for source, relative in sources:
-        if relative.as_posix() == "plugins/core/src/cross_scale_attention.cu":
-            include = source.parents[1] / "include"
+    """(the .cu file, the include directory): an installed package's plugin_src (the TensorRT
+    plugin's sources, which hold the kernel) or the repository checkout this module lives in."""
+    package = pathlib.Path(__file__).resolve().parent
+    for root in (package / "plugin_src", package.parent):
+        source = root / "plugins" / "core" / "src" / "cross_scale_attention.cu"
+        include = root / "plugins" / "core" / "include"
+        if source.is_file() and (include / "naf" / "cross_scale_attention_cuda.h").is_file():
             return source, include
-    raise RuntimeError("the CUDA kernel's source is not part of this installation")
+    raise RuntimeError("the CUDA kernel's source (plugins/core/src/cross_scale_attention.cu) is not part of this "
+                       "installation; reinstall naf-export")
 
 
 def _compile_for_this_gpu(missing: FileNotFoundError) -> pathlib.Path:

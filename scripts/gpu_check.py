@@ -252,7 +252,7 @@ def correctness(report: Report, device: str, quick: bool) -> None:
 def tiny_run() -> None:
     """Every kernel path on tiny shapes (what the sanitizers watch)."""
     for dtype in (torch.float32, torch.float16):
-        for args, k in (((1, 16, 24, 2, 9, 10, 20, 21), 9), ((1, 16, 24, 2, 9, 10, 20, 21), 9),
+        for args, k in (((1, 16, 24, 2, 9, 10, 20, 21), 9), ((2, 32, 48, 4, 11, 13, 37, 50), 9),
                         ((1, 64, 16, 1, 21, 21, 42, 42), 21)):  # fmt: skip
             b, dq, c, heads, h, w, out_h, out_w = args
             for tables in ("naf", "random"):
@@ -287,17 +287,18 @@ def child(mode: str, env: dict, timeout: int, prefix: list[str] | None = None) -
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def sanitizers(report: Report, env: dict) -> None:
+def sanitizers(report: Report, env: dict, remaining) -> None:
     tool = shutil.which("compute-sanitizer") or next(
         (str(p) for p in (pathlib.Path("/usr/local/cuda/bin/compute-sanitizer"),) if p.is_file()), None)
     if tool is None:
         report.row("compute-sanitizer", tool="-", note="skipped: compute-sanitizer not found")
         return
-    for check in ("memcheck", "racecheck"):
+    for index, check in enumerate(("memcheck", "racecheck")):
+        limit = max(30, int(remaining() / (2 - index)) - 5)
         try:
-            result = child("tiny", env, 240, [tool, f"--tool={check}", "--target-processes=all"])
+            result = child("tiny", env, limit, [tool, f"--tool={check}", "--target-processes=all"])
         except subprocess.TimeoutExpired:
-            report.row("compute-sanitizer", tool=check, note="skipped: did not finish in 240 s")
+            report.row("compute-sanitizer", tool=check, note=f"skipped: did not finish in {limit} s")
             continue
         text = result.stdout + result.stderr
         summary = next((line.strip() for line in text.splitlines() if "ERROR SUMMARY" in line or "RACECHECK SUMMARY"
@@ -474,6 +475,8 @@ def main() -> int:
     parser.add_argument("--tensorrt-include", help="folder with NvInferRuntime.h (TensorRT 10 headers)")
     parser.add_argument("--dry-run-cpu", action="store_true", help="run the script's logic on the CPU, tiny sizes")
     parser.add_argument("--skip", nargs="*", default=[], choices=("sanitizer", "tensorrt", "graph", "timing", "e2e"))
+    parser.add_argument("--budget-s", type=float, default=420.0,
+                        help="wall-clock budget: later sections are skipped, saying so, when it runs out (default 420)")
     parser.add_argument("--child", choices=("tiny", "graph"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -483,6 +486,7 @@ def main() -> int:
         return 0
     if args.out is None:
         parser.error("--out: a folder for the results is required")
+    started_all = time.perf_counter()
     dry = args.dry_run_cpu
     if not dry and not torch.cuda.is_available():
         print("gpu_check: no CUDA device (torch.cuda.is_available() is False); --dry-run-cpu checks the script")
@@ -505,18 +509,26 @@ def main() -> int:
         env[cuda_attention.MODE_ENV] = os.environ[cuda_attention.MODE_ENV] = "kernel"
         cuda_attention.cuda_library.cache_clear()
         report.row("build", library=str(library), arch=f"sm_{arch}", seconds=round(time.perf_counter() - started, 1))
-    section(report, "correctness", correctness, device, dry)
-    if device == "cuda" and "sanitizer" not in args.skip:
-        section(report, "compute-sanitizer", sanitizers, env)
-    if device == "cuda" and "graph" not in args.skip:
-        section(report, "cuda graph", cuda_graph, env)
-    if "tensorrt" not in args.skip:
-        section(report, "tensorrt plugin", tensorrt_plugin, device, tensorrt_headers(args.tensorrt_include), nvcc,
-                arch, work)  # fmt: skip
-    if "timing" not in args.skip:
-        section(report, "timing", timing, device, dry)
-    if "e2e" not in args.skip:
-        section(report, "naf end to end", end_to_end, device, dry)
+    deadline = started_all + args.budget_s
+
+    def remaining() -> float:
+        return deadline - time.perf_counter()
+
+    # Most valuable first; the sanitizers (slow: every kernel instrumented) get what is left.
+    plan = [("correctness", None, correctness, (device, dry), 0),
+            ("tensorrt plugin", "tensorrt", tensorrt_plugin,
+             (device, tensorrt_headers(args.tensorrt_include), nvcc, arch, work), 30),
+            ("cuda graph", "graph", cuda_graph, (env,), 30),
+            ("timing", "timing", timing, (device, dry), 60),
+            ("naf end to end", "e2e", end_to_end, (device, dry), 60),
+            ("compute-sanitizer", "sanitizer", sanitizers, (env, remaining), 60)]  # fmt: skip
+    for name, switch, fn, fn_args, needs in plan:
+        if switch in args.skip or (device != "cuda" and name in ("cuda graph", "compute-sanitizer")):
+            continue
+        if remaining() < needs:
+            report.row(name, note=f"skipped: {remaining():.0f} s of the {args.budget_s:.0f} s budget left")
+            continue
+        section(report, name, fn, *fn_args)
     report.write()
     failed = report.failed()
     print(f"gpu_check: {len(failed)} failed row(s); {args.out / 'gpu_check.md'}")
