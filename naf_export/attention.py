@@ -205,6 +205,11 @@ def attend(
 ) -> torch.Tensor:
     """The computation of :func:`cross_scale_neighborhood_attention` in PyTorch, on inputs that
     already passed its checks (``row_index``/``col_index`` long tensors on the inputs' device)."""
+    if torch.is_autocast_enabled(query.device.type):
+        # float32 as documented: under autocast the products would come back in float16 while
+        # softmax stays float32 (and scatter_add_ refuses the mix).
+        with torch.autocast(query.device.type, enabled=False):
+            return attend(query, key, value, row_index, col_index, num_heads, scale)
     b, dq_all, out_h, out_w = query.shape
     c_all, in_h, in_w = value.shape[1:]
     heads, k = num_heads, row_index.shape[1]

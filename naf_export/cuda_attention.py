@@ -75,6 +75,9 @@ def _(query, key, value, row_index, col_index, num_heads, scale):
     for name, table, size in (("row_index", row_index, out_h), ("col_index", col_index, out_w)):
         if tuple(table.shape) != (size, kernel_size) or table.is_floating_point():
             raise ValueError(f"{name}: expected integers of shape ({size}, {kernel_size}), got {tuple(table.shape)}")
+    for name, tensor in (("key", key), ("value", value), ("row_index", row_index), ("col_index", col_index)):
+        if tensor.device != query.device:
+            raise ValueError(f"{name}: expected a tensor on {query.device} like query, got {tensor.device}")
     lib = cuda_library()
     compute = torch.float16 if query.dtype == key.dtype == value.dtype == torch.float16 else torch.float32
     q, k, v = (t.to(compute).contiguous() for t in (query, key, value))

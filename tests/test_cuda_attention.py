@@ -135,3 +135,14 @@ def test_gpu_check_script_dry_run(tmp_path) -> None:
     assert {"correctness", "timing", "naf end to end", "tensorrt plugin"} <= set(data["sections"])
     assert not any(row.get("passed") is False for rows in data["sections"].values() for row in rows)
     assert "Dry run on a CPU" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_reference_op_computes_in_float32_under_autocast() -> None:
+    """Under autocast the PyTorch op still computes in float32 (as documented): the same output as
+    without autocast. (On CUDA, autocast's float16 matmul next to its float32 softmax made the
+    op's scatter_add_ fail outright.)"""
+    q, k, v, rows, cols = _inputs()
+    expected = cross_scale_neighborhood_attention(q, k, v, 4, 9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = cross_scale_neighborhood_attention(q, k, v, 4, 9)
+    assert got.dtype == torch.float32 and torch.equal(got, expected)

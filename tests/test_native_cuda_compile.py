@@ -116,6 +116,19 @@ def test_tensorrt_runtime_backend_compiles(cuda_build: pathlib.Path) -> None:
     assert "warning:" not in output.lower(), f"compiler warnings:\n{output[-12000:]}"
 
 
+def test_runtime_preprocess_gpu_check_builds(cuda_build: pathlib.Path) -> None:
+    """The GPU-vs-CPU frame preprocessing check scripts/gpu_check.py runs compiles warning-free
+    and, without a GPU, says so and exits 3."""
+    result = run_checked(["cmake", "--build", str(cuda_build), "--target", "naf_runtime_preprocess_gpu_check"],
+                         "building naf_runtime_preprocess_gpu_check", timeout=240)
+    assert "warning:" not in (result.stdout + result.stderr).lower(), result.stdout[-6000:]
+    exe = cuda_build / "bin" / "naf_runtime_preprocess_gpu_check"
+    assert exe.is_file()
+    if not torch_has_cuda():
+        ran = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 3 and "SKIP no CUDA device" in ran.stdout, ran.stdout + ran.stderr
+
+
 def test_pytorch_kernel_library_links_the_cuda_runtime_statically(cuda_build: pathlib.Path) -> None:
     """libnaf_cuda (what naf_export.cuda_attention loads for CUDA tensors) exports the kernel's C
     entry point and needs no libcudart on the loader path."""

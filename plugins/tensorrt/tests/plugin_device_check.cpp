@@ -17,6 +17,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -37,7 +38,7 @@ using naf_plugin_test::desc;
 
 namespace {
 
-int gFailures = 0;
+std::atomic<int> gFailures{0};  // checks run from two threads
 
 bool check(bool ok, const std::string& what) {
   std::printf("%s %s\n", ok ? "PASS" : "FAIL", what.c_str());
@@ -107,8 +108,10 @@ std::vector<float> run_once(IPluginV3OneRuntime* runtime, const PluginTensorDesc
                             const std::string& label) {
   void* output = nullptr;
   void* scratch = nullptr;
-  cudaMalloc(&output, out_count * (half ? 2 : 4) + 16);
-  cudaMemset(output, 0xff, out_count * (half ? 2 : 4));  // NaN everywhere: every element must be written
+  cudaMalloc(&output, out_count * (half ? 2 : 4));
+  // NaN everywhere, on the kernel's own stream (a non-blocking stream does not wait for the legacy
+  // one): every element must be written.
+  cudaMemsetAsync(output, 0xff, out_count * (half ? 2 : 4), stream);
   if (workspace) cudaMalloc(&scratch, workspace);
   const void* inputs[5] = {d.q, d.k, d.v, d.rows, d.cols};
   void* outputs[1] = {output};
@@ -202,6 +205,7 @@ int main(int argc, char** argv) {
     cudaMalloc(reinterpret_cast<void**>(&d.cols), cols.size() * 4);
     cudaMemcpy(d.rows, rows.data(), rows.size() * 4, cudaMemcpyHostToDevice);
     cudaMemcpy(d.cols, cols.data(), cols.size() * 4, cudaMemcpyHostToDevice);
+    cuda_ok(cudaDeviceSynchronize(), (type + ": uploads").c_str());  // pageable copies may still be in flight
 
     cudaStream_t stream = nullptr;
     cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), (type + ": stream").c_str());
@@ -235,6 +239,7 @@ int main(int argc, char** argv) {
     for (void* p : {d.q, d.k, d.v, static_cast<void*>(d.rows), static_cast<void*>(d.cols)}) cudaFree(p);
     delete plugin;
   }
-  std::printf(gFailures ? "%d check(s) failed\n" : "OK\n", gFailures);
-  return gFailures ? 1 : 0;
+  const int failures = gFailures.load();
+  std::printf(failures ? "%d check(s) failed\n" : "OK\n", failures);
+  return failures ? 1 : 0;
 }

@@ -12,7 +12,8 @@
 // the batch may be symbolic (exported with a dynamic batch).
 //
 // Every failure is a naf::RuntimeError whose message starts with the argument at fault
-// ("image: ...", "features: ...", "out: ...", "model: ...", "plugin: ...", "options: ...") and says
+// ("image: ...", "features: ...", "out: ...", "model: ...", "plugin: ...", "options: ...";
+// "run: ..." / "enqueue: ..." for the call as a whole) and says
 // what was expected. No header of a runtime is included here.
 #ifndef NAF_UPSAMPLER_H_
 #define NAF_UPSAMPLER_H_

@@ -31,7 +31,53 @@ const char kSelf = 0;  // its address tells where this library lies
 
 void cuda_check(cudaError_t status, const std::string& what) {
   if (status == cudaSuccess) return;
+  cudaGetLastError();  // reported here, not again by the next, unrelated launch check
   throw RuntimeError(what + ": CUDA error " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ")");
+}
+
+// Makes `device` current for one call and gives the caller's thread its own device back.
+class DeviceGuard {
+ public:
+  DeviceGuard(int device, const char* caller) {
+    if (cudaGetDevice(&previous_) != cudaSuccess) {
+      cudaGetLastError();
+      previous_ = -1;
+    }
+    cuda_check(cudaSetDevice(device), std::string(caller) + ": selecting CUDA device " + std::to_string(device));
+  }
+  ~DeviceGuard() {
+    if (previous_ >= 0) cudaSetDevice(previous_);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
+// TensorRT binds only addresses aligned to 256 bytes (IExecutionContext::setTensorAddress).
+constexpr uintptr_t kBindAlignment = 256;
+bool bindable(const void* p) { return reinterpret_cast<uintptr_t>(p) % kBindAlignment == 0; }
+
+// `p` must be memory the device can read (device, managed, or host memory mapped for the device);
+// plain host memory is refused naming `what`, before any kernel could fault on it.
+void check_device_pointer(const void* p, const char* what) {
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, p) != cudaSuccess) {
+    cudaGetLastError();
+    throw RuntimeError(std::string(what) + ": not a CUDA device pointer");
+  }
+  if (attributes.type == cudaMemoryTypeUnregistered ||
+      (attributes.type == cudaMemoryTypeHost && attributes.devicePointer == nullptr)) {
+    throw RuntimeError(std::string(what) + ": expected a device pointer, got host memory (use run() for host buffers)");
+  }
+}
+
+// Serialises plugin registration in this process: two upsamplers constructed at once must not
+// both try to load the library (TensorRT refuses the second).
+std::mutex& registry_mutex() {
+  static std::mutex mutex;
+  return mutex;
 }
 
 // Collects TensorRT's error messages, so a failure can say what TensorRT said.
@@ -78,6 +124,7 @@ class DeviceBuffer {
     return ptr_;
   }
   void* get() const { return ptr_; }
+  bool fits(size_t bytes) const { return bytes <= bytes_; }
 
  private:
   void* ptr_ = nullptr;
@@ -158,18 +205,42 @@ struct TensorRtUpsampler::Impl {
   const void* graph_addresses[3] = {nullptr, nullptr, nullptr};
   cudaStream_t graph_stream = nullptr;
 
+  // Calls on different streams share the context and the buffers: each call's work waits for
+  // the previous call's (`done`, recorded on `last_stream`).
+  cudaEvent_t done = nullptr;
+  cudaStream_t last_stream = nullptr;
+
   std::mutex mutex;
 
   ~Impl() {
+    int previous = -1;
+    if (cudaGetDevice(&previous) == cudaSuccess) cudaSetDevice(device);
+    if (done != nullptr) {
+      cudaEventSynchronize(done);  // enqueue()d work may still read the buffers freed below
+      cudaEventDestroy(done);
+    }
     if (graph != nullptr) cudaGraphExecDestroy(graph);
     context.reset();
     engine.reset();
     runtime.reset();
     if (own_stream && stream != nullptr) cudaStreamDestroy(stream);
+    if (previous >= 0) cudaSetDevice(previous);
+  }
+
+  // Orders this call's work on `s` after the previous call's, whatever its stream.
+  void begin_on(cudaStream_t s, const char* caller) {
+    if (last_stream != nullptr && last_stream != s) {
+      cuda_check(cudaStreamWaitEvent(s, done, 0), std::string(caller) + ": ordering after the previous call");
+    }
+  }
+  void end_on(cudaStream_t s, const char* caller) {
+    cuda_check(cudaEventRecord(done, s), std::string(caller) + ": recording completion");
+    last_stream = s;
   }
 
   void resize_tables_for(int64_t h, int64_t w, int64_t out_h, int64_t out_w, cudaStream_t s);
-  void bind_and_enqueue(int64_t batch, const void* image_ptr, const void* features_ptr, void* output_ptr, cudaStream_t s);
+  void bind_and_enqueue(int64_t batch, const void* image_ptr, const void* features_ptr, void* output_ptr, cudaStream_t s,
+                        const char* caller, bool caller_capturing);
 };
 
 void TensorRtUpsampler::Impl::resize_tables_for(int64_t h, int64_t w, int64_t out_h, int64_t out_w, cudaStream_t s) {
@@ -181,7 +252,9 @@ void TensorRtUpsampler::Impl::resize_tables_for(int64_t h, int64_t w, int64_t ou
                            wy.start.size(), wy.count.size(), wy.weights.size()};
   size_t total = 0;
   for (size_t p : parts) total += p * 4;
-  cuda_check(cudaStreamSynchronize(s), "frame: waiting for the previous frame");  // old tables may be in use
+  // The old tables (device) and their host copy may still be in use by queued work, on any stream.
+  if (last_stream != nullptr) cuda_check(cudaEventSynchronize(done), "frame: waiting for the previous frame");
+  table_h = table_w = -1;  // until the new tables are complete: a failure below must not leave stale ones
   table_host.resize(total);
   const void* sources[6] = {wx.start.data(), wx.count.data(), wx.weights.data(),
                             wy.start.data(), wy.count.data(), wy.weights.data()};
@@ -212,7 +285,9 @@ void TensorRtUpsampler::Impl::resize_tables_for(int64_t h, int64_t w, int64_t ou
 }
 
 void TensorRtUpsampler::Impl::bind_and_enqueue(int64_t batch, const void* image_ptr, const void* features_ptr,
-                                               void* output_ptr, cudaStream_t s) {
+                                               void* output_ptr, cudaStream_t s, const char* caller,
+                                               bool caller_capturing) {
+  const std::string who(caller);
   Shape image_shape = plan.image_shape, features_shape = plan.features_shape;
   image_shape[0] = features_shape[0] = batch;
   if (!context->setInputShape(plan.image.c_str(), to_dims(image_shape)) ||
@@ -221,19 +296,24 @@ void TensorRtUpsampler::Impl::bind_and_enqueue(int64_t batch, const void* image_
                        detail::shape_string(features_shape) + " (" + logger.take() + ")");
   }
   // TensorRT's API takes non-const addresses for inputs too; it only reads them.
-  if (!context->setTensorAddress(plan.image.c_str(), const_cast<void*>(image_ptr)) ||
-      !context->setTensorAddress(plan.features.c_str(), const_cast<void*>(features_ptr)) ||
-      !context->setTensorAddress(plan.output.c_str(), output_ptr)) {
-    throw RuntimeError("run: TensorRT rejected a device address (" + logger.take() + ")");
+  if (!context->setInputTensorAddress(plan.image.c_str(), image_ptr)) {
+    throw RuntimeError("image: TensorRT rejected the device address (" + logger.take() + ")");
+  }
+  if (!context->setInputTensorAddress(plan.features.c_str(), features_ptr)) {
+    throw RuntimeError("features: TensorRT rejected the device address (" + logger.take() + ")");
+  }
+  if (!context->setTensorAddress(plan.output.c_str(), output_ptr)) {
+    throw RuntimeError("out: TensorRT rejected the device address (" + logger.take() + ")");
   }
   const void* addresses[3] = {image_ptr, features_ptr, output_ptr};
   if (cuda_graph && graph != nullptr && graph_batch == batch && graph_stream == s &&
       std::equal(addresses, addresses + 3, graph_addresses)) {
-    cuda_check(cudaGraphLaunch(graph, s), "run: launching the CUDA graph");
+    cuda_check(cudaGraphLaunch(graph, s), who + ": launching the CUDA graph");
     return;
   }
-  if (!context->enqueueV3(s)) throw RuntimeError("run: TensorRT failed to enqueue the engine (" + logger.take() + ")");
-  if (!cuda_graph) return;
+  if (!context->enqueueV3(s)) throw RuntimeError(who + ": TensorRT failed to enqueue the engine (" + logger.take() + ")");
+  // A caller capturing its own graph records the enqueue above; no graph of ours inside theirs.
+  if (!cuda_graph || caller_capturing) return;
   // The call above ran this frame (and let TensorRT finish any shape-dependent setup, which must
   // not happen inside a capture); the capture records the same work for replay.
   if (graph != nullptr) {
@@ -276,7 +356,7 @@ TensorRtUpsampler::TensorRtUpsampler(const std::string& engine_path, const Upsam
   m.device = options.tensorrt.device;
   m.cuda_graph = options.tensorrt.cuda_graph;
   m.bgr = options.channel_order == ChannelOrder::kBGR;
-  cuda_check(cudaSetDevice(m.device), "options: tensorrt.device " + std::to_string(m.device));
+  const DeviceGuard on_device(m.device, ("options: tensorrt.device " + std::to_string(m.device)).c_str());
   trt::check_library_version(NV_TENSORRT_VERSION, getInferLibVersion());
   m.sidecar = trt::read_sidecar(engine_path);
   trt::check_engine_version(m.sidecar, getInferLibVersion(), engine_path);
@@ -303,6 +383,7 @@ TensorRtUpsampler::TensorRtUpsampler(const std::string& engine_path, const Upsam
     nvinfer1::IPluginRegistry& registry = m.runtime->getPluginRegistry();
     // TensorRT refuses a library whose creators are already registered (another upsampler in
     // this process loaded it): then the registered creator serves this engine too.
+    const std::lock_guard<std::mutex> registering(registry_mutex());
     if (registry.getCreator(kPluginName, "1", "") == nullptr && registry.loadLibrary(resolved.c_str()) == nullptr) {
       throw RuntimeError("plugin: TensorRT " + trt::version_string(getInferLibVersion()) + " cannot load " +
                          in_quotes(resolved) + " (" + m.logger.take() + ")");
@@ -340,12 +421,16 @@ TensorRtUpsampler::TensorRtUpsampler(const std::string& engine_path, const Upsam
   }
   description.num_profiles = m.engine->getNbOptimizationProfiles();
   if (description.num_profiles > 0) {
+    // The batches both inputs' profiles allow (trtexec may give them different ranges).
+    bool first = true;
     for (const auto& t : description.tensors) {
-      if (t.name == "image" && t.input && !t.dims.empty() && t.dims[0] < 0) {
-        const Shape lo = dims_of(m.engine->getProfileShape("image", 0, nvinfer1::OptProfileSelector::kMIN));
-        const Shape hi = dims_of(m.engine->getProfileShape("image", 0, nvinfer1::OptProfileSelector::kMAX));
-        description.profile_min_batch = lo.empty() ? 0 : lo[0];
-        description.profile_max_batch = hi.empty() ? 0 : hi[0];
+      if ((t.name == "image" || t.name == "features") && t.input && !t.dims.empty() && t.dims[0] < 0) {
+        const Shape lo = dims_of(m.engine->getProfileShape(t.name.c_str(), 0, nvinfer1::OptProfileSelector::kMIN));
+        const Shape hi = dims_of(m.engine->getProfileShape(t.name.c_str(), 0, nvinfer1::OptProfileSelector::kMAX));
+        const int64_t min_batch = lo.empty() ? 0 : lo[0], max_batch = hi.empty() ? 0 : hi[0];
+        description.profile_min_batch = first ? min_batch : std::max(description.profile_min_batch, min_batch);
+        description.profile_max_batch = first ? max_batch : std::min(description.profile_max_batch, max_batch);
+        first = false;
       }
     }
   }
@@ -364,6 +449,7 @@ TensorRtUpsampler::TensorRtUpsampler(const std::string& engine_path, const Upsam
     cuda_check(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking), "tensorrt: creating a CUDA stream");
     m.own_stream = true;
   }
+  cuda_check(cudaEventCreateWithFlags(&m.done, cudaEventDisableTiming), "tensorrt: creating a CUDA event");
   // Buffers for the smallest batch now, so steady-state frames allocate nothing.
   const int64_t b = m.plan.min_batch;
   m.image.ensure(count_of({b, 3, image_shape()[2], image_shape()[3]}) * element_bytes(m.plan.image_type), "image");
@@ -382,8 +468,9 @@ std::string TensorRtUpsampler::tensorrt_version() { return trt::version_string(g
 void TensorRtUpsampler::execute(const Request& request) {
   Impl& m = *impl_;
   std::lock_guard<std::mutex> lock(m.mutex);
-  cuda_check(cudaSetDevice(m.device), "run: selecting the CUDA device");
+  const DeviceGuard on_device(m.device, "run");
   const cudaStream_t s = m.stream;
+  m.begin_on(s, "run");
   const int64_t batch = request.batch;
   const Shape image_shape{batch, 3, this->image_shape()[2], this->image_shape()[3]};
   Shape features_shape = this->features_shape();
@@ -433,7 +520,7 @@ void TensorRtUpsampler::execute(const Request& request) {
                "features: converting");
   }
 
-  m.bind_and_enqueue(batch, image, features, output, s);
+  m.bind_and_enqueue(batch, image, features, output, s, "run", false);
 
   if (m.plan.output_type == trt::DType::kFloat32) {
     cuda_check(cudaMemcpyAsync(request.out, output, out_count * 4, cudaMemcpyDeviceToHost, s), "out: downloading");
@@ -442,7 +529,8 @@ void TensorRtUpsampler::execute(const Request& request) {
     cuda_check(trt::half_to_float(static_cast<const uint16_t*>(output), staging, out_count, s), "out: converting");
     cuda_check(cudaMemcpyAsync(request.out, staging, out_count * 4, cudaMemcpyDeviceToHost, s), "out: downloading");
   }
-  cuda_check(cudaStreamSynchronize(s), "run: the engine failed on the GPU");
+  m.end_on(s, "run");
+  cuda_check(cudaStreamSynchronize(s), "run: the engine or the preprocessing failed on the GPU");
 }
 
 Shape TensorRtUpsampler::enqueue(const DeviceInputs& in, float* out, size_t out_capacity, CUstream_st* stream) {
@@ -467,6 +555,9 @@ Shape TensorRtUpsampler::enqueue(const DeviceInputs& in, float* out, size_t out_
     throw RuntimeError("features: features_type must be kFloat32 or kFloat16");
   }
   if (out == nullptr) throw RuntimeError("out: null device pointer");
+  check_device_pointer(frame ? static_cast<const void*>(in.frame) : in.image, frame ? "frame" : "image");
+  check_device_pointer(in.features, "features");
+  check_device_pointer(out, "out");
   const Shape out_shape = output_shape(batch);
   const size_t out_count = count_of(out_shape);
   if (out_capacity < out_count) {
@@ -474,18 +565,44 @@ Shape TensorRtUpsampler::enqueue(const DeviceInputs& in, float* out, size_t out_
                        detail::shape_string(out_shape) + " needs " + std::to_string(out_count));
   }
   std::lock_guard<std::mutex> lock(m.mutex);
-  cuda_check(cudaSetDevice(m.device), "enqueue: selecting the CUDA device");
+  const DeviceGuard on_device(m.device, "enqueue");
   const cudaStream_t s = stream != nullptr ? stream : m.stream;
   const Shape image_shape{batch, 3, this->image_shape()[2], this->image_shape()[3]};
   Shape features_shape = this->features_shape();
   features_shape[0] = batch;
   const size_t image_count = count_of(image_shape), features_count = count_of(features_shape);
+  const trt::DType given = in.features_type == ElementType::kFloat16 ? trt::DType::kFloat16 : trt::DType::kFloat32;
+  // What this call will use of the internal buffers: the caller's own are bound directly where
+  // the engine takes their type and they are 256-byte aligned, copied or converted otherwise.
+  const bool image_direct = !frame && m.plan.image_type == trt::DType::kFloat32 && bindable(in.image);
+  const bool features_direct = given == m.plan.features_type && bindable(in.features);
+  const bool out_direct = m.plan.output_type == trt::DType::kFloat32 && bindable(out);
 
-  // Bind the caller's buffers directly wherever the engine takes their type.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  cuda_check(cudaStreamIsCapturing(s, &capture), "enqueue: querying the stream");
+  const bool capturing = capture != cudaStreamCaptureStatusNone;
+  if (capturing) {
+    // Inside the caller's graph capture nothing may allocate or wait on the host.
+    const bool tables_ready = !frame || (in.frame_height == m.table_h && in.frame_width == m.table_w);
+    const bool buffers_ready =
+        (image_direct || m.image.fits(image_count * element_bytes(m.plan.image_type))) &&
+        (features_direct || m.features.fits(features_count * element_bytes(m.plan.features_type))) &&
+        (out_direct || m.output.fits(out_count * element_bytes(m.plan.output_type))) &&
+        (!frame || m.resize_tmp.fits(static_cast<size_t>(3 * in.frame_height * image_shape[3]) * 4));
+    if (!tables_ready || !buffers_ready) {
+      throw RuntimeError("enqueue: the stream is being captured into a CUDA graph, and this call would allocate or "
+                         "wait on the host (first frame of this size or a larger batch): make one call with the same "
+                         "sizes before capturing");
+    }
+  }
+  m.begin_on(s, "enqueue");
+
   const void* image = in.image;
-  if (frame || m.plan.image_type != trt::DType::kFloat32) {
+  if (!image_direct) {
     void* converted = m.image.ensure(image_count * element_bytes(m.plan.image_type), "image");
-    if (frame) {
+    if (!frame && m.plan.image_type == trt::DType::kFloat32) {
+      cuda_check(cudaMemcpyAsync(converted, in.image, image_count * 4, cudaMemcpyDeviceToDevice, s), "image: copying");
+    } else if (frame) {
       m.resize_tables_for(in.frame_height, in.frame_width, image_shape[2], image_shape[3], s);
       float* tmp = static_cast<float*>(
           m.resize_tmp.ensure(static_cast<size_t>(3 * in.frame_height * image_shape[3]) * 4, "frame"));
@@ -497,11 +614,13 @@ Shape TensorRtUpsampler::enqueue(const DeviceInputs& in, float* out, size_t out_
     }
     image = converted;
   }
-  const trt::DType given = in.features_type == ElementType::kFloat16 ? trt::DType::kFloat16 : trt::DType::kFloat32;
   const void* features = in.features;
-  if (given != m.plan.features_type) {
+  if (!features_direct) {
     void* converted = m.features.ensure(features_count * element_bytes(m.plan.features_type), "features");
-    cuda_check(given == trt::DType::kFloat16
+    cuda_check(given == m.plan.features_type
+                   ? cudaMemcpyAsync(converted, in.features, features_count * element_bytes(given),
+                                     cudaMemcpyDeviceToDevice, s)
+               : given == trt::DType::kFloat16
                    ? trt::half_to_float(static_cast<const uint16_t*>(in.features), static_cast<float*>(converted),
                                         features_count, s)
                    : trt::float_to_half(static_cast<const float*>(in.features), static_cast<uint16_t*>(converted),
@@ -509,13 +628,17 @@ Shape TensorRtUpsampler::enqueue(const DeviceInputs& in, float* out, size_t out_
                "features: converting");
     features = converted;
   }
-  if (m.plan.output_type == trt::DType::kFloat32) {
-    m.bind_and_enqueue(batch, image, features, out, s);
+  if (out_direct) {
+    m.bind_and_enqueue(batch, image, features, out, s, "enqueue", capturing);
   } else {
-    void* half_out = m.output.ensure(out_count * 2, "out");
-    m.bind_and_enqueue(batch, image, features, half_out, s);
-    cuda_check(trt::half_to_float(static_cast<const uint16_t*>(half_out), out, out_count, s), "out: converting");
+    void* engine_out = m.output.ensure(out_count * element_bytes(m.plan.output_type), "out");
+    m.bind_and_enqueue(batch, image, features, engine_out, s, "enqueue", capturing);
+    cuda_check(m.plan.output_type == trt::DType::kFloat32
+                   ? cudaMemcpyAsync(out, engine_out, out_count * 4, cudaMemcpyDeviceToDevice, s)
+                   : trt::half_to_float(static_cast<const uint16_t*>(engine_out), out, out_count, s),
+               "out: converting");
   }
+  m.end_on(s, "enqueue");
   return out_shape;
 }
 

@@ -10,13 +10,17 @@
 //  * run() (naf::Upsampler): host inputs -> host output. Frames are uploaded as uint8 (3 bytes a
 //    pixel) and preprocessed on the GPU (resize + normalise + HWC->CHW, same numbers as the CPU
 //    path); float16 features are converted on the GPU. Synchronises the stream before returning.
-//  * enqueue(): everything already on the device, nothing copied through the host, nothing
-//    synchronised: the caller's buffers are bound to the engine directly when their types match it.
+//  * enqueue(): everything already on the device, nothing copied through the host: the caller's
+//    buffers are bound to the engine directly when their types match it and they are 256-byte
+//    aligned (else copied on the device). Waits on the host only for a new frame size (resize
+//    tables) or a larger batch (buffers grow), both refused inside the caller's graph capture.
 //  * options.tensorrt.cuda_graph: enqueueV3 is captured into a CUDA graph on first use and
 //    replayed afterwards (re-captured when the batch or the bound device addresses change).
 //
 // Thread-safety: one instance per thread for parallel work; calls on one instance are serialised
-// by a mutex inside (one execution context, one set of buffers).
+// by a mutex inside (one execution context, one set of buffers), and each call's GPU work is
+// ordered after the previous call's (an event), whatever streams they use. The caller's current
+// CUDA device is restored after every call.
 #ifndef NAF_TENSORRT_UPSAMPLER_H_
 #define NAF_TENSORRT_UPSAMPLER_H_
 
