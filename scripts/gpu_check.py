@@ -28,6 +28,7 @@ row, the run goes on):
 * the TensorRT plugin through IPluginV3 without TensorRT (float32, float16, non-default streams,
   two threads) against the reference;
 * the op's first call inside CUDA-graph capture (a fresh process), then replay;
+* the C++ runtime's frame preprocessing on the GPU against its CPU path, bit for bit;
 * timing: 20 launches per event pair, C x ratio x dtype, next to the memory floor (bytes the op
   must move / the measured device-to-device copy rate) and the FLOP rate;
 * NAF end to end on CUDA (C = 384, 28x28 features, 448x448 image) at ratios 2..32, through the
@@ -435,6 +436,35 @@ def tensorrt_plugin(report: Report, device: str, headers: pathlib.Path | None, n
                    bound=bound, passed=bool(error < bound))  # fmt: skip
 
 
+# --- the C++ runtime's frame preprocessing on the GPU ----------------------------------------------
+def runtime_preprocessing(report: Report, device: str, nvcc: str | None, arch: str, work: pathlib.Path) -> None:
+    """runtimes/tensorrt/src/preprocess.cu against runtimes/src/preprocess.cc, bit for bit
+    (runtimes/tests/preprocess_gpu_check.cc): the part of the TensorRT backend that runs without
+    TensorRT."""
+    if nvcc is None:
+        report.row("runtime preprocessing", note="skipped: no nvcc")
+        return
+    exe = work / "naf_runtime_preprocess_gpu_check"
+    cmd = [nvcc, "-std=c++17", "-O2", f"-gencode=arch=compute_{arch},code=sm_{arch}", "-Xcompiler=-ffp-contract=off",
+           f"-I{REPO / 'runtimes/src'}", f"-I{REPO / 'runtimes/tensorrt/src'}", f"-I{REPO / 'plugins/core/src'}",
+           "-o", str(exe), str(REPO / "runtimes/tests/preprocess_gpu_check.cc"),
+           str(REPO / "runtimes/tensorrt/src/preprocess.cu"), str(REPO / "runtimes/src/preprocess.cc")]  # fmt: skip
+    built = subprocess.run(cmd, capture_output=True, text=True)
+    if built.returncode != 0:
+        report.row("runtime preprocessing", case="build", error=built.stderr[-500:], passed=False)
+        return
+    result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    if result.returncode == 3 or device != "cuda":
+        report.row("runtime preprocessing", note="skipped: " + (result.stdout.strip() or "no CUDA device"))
+        return
+    for line in result.stdout.splitlines():
+        if line.startswith(("PASS", "FAIL")):
+            report.row("runtime preprocessing", case=line[5:], passed=line.startswith("PASS"))
+    if result.returncode != 0:
+        report.row("runtime preprocessing", case="exit status", status=result.returncode,
+                   error=(result.stderr or result.stdout)[-300:], passed=False)  # fmt: skip
+
+
 # --- timing ---------------------------------------------------------------------------------------
 def copy_rate(device: str) -> float:
     """Device-to-device copy rate in bytes/s (read + write), the memory floor's denominator."""
@@ -524,7 +554,7 @@ def main() -> int:
     parser.add_argument("--out", type=pathlib.Path, help="folder for gpu_check.json and gpu_check.md")
     parser.add_argument("--tensorrt-include", help="folder with NvInferRuntime.h (TensorRT 10 headers)")
     parser.add_argument("--dry-run-cpu", action="store_true", help="run the script's logic on the CPU, tiny sizes")
-    parser.add_argument("--skip", nargs="*", default=[], choices=("sanitizer", "tensorrt", "graph", "timing", "e2e", "raw"))
+    parser.add_argument("--skip", nargs="*", default=[], choices=("sanitizer", "tensorrt", "graph", "preprocessing", "timing", "e2e", "raw"))
     parser.add_argument("--budget-s", type=float, default=420.0,
                         help="wall-clock budget: later sections are skipped, saying so, when it runs out (default 420)")
     parser.add_argument("--child", choices=("tiny", "graph"), help=argparse.SUPPRESS)
@@ -575,6 +605,7 @@ def main() -> int:
             ("tensorrt plugin", "tensorrt", tensorrt_plugin,
              (device, tensorrt_headers(args.tensorrt_include), nvcc, arch, work), 30),
             ("cuda graph", "graph", cuda_graph, (env,), 30),
+            ("runtime preprocessing", "preprocessing", runtime_preprocessing, (device, nvcc, arch, work), 30),
             ("timing", "timing", timing, (device, dry), 60),
             ("naf end to end", "e2e", end_to_end, (device, dry), 60),
             ("raw pointers", "raw", raw_pointer_cases, (device,), 20),

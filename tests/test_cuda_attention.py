@@ -132,7 +132,7 @@ def test_gpu_check_script_dry_run(tmp_path) -> None:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     data = json.loads((tmp_path / "gpu_check.json").read_text())
     assert data["dry_run"] is True
-    assert {"correctness", "timing", "naf end to end", "tensorrt plugin"} <= set(data["sections"])
+    assert {"correctness", "timing", "naf end to end", "tensorrt plugin", "runtime preprocessing"} <= set(data["sections"])
     assert not any(row.get("passed") is False for rows in data["sections"].values() for row in rows)
     assert "Dry run on a CPU" in (tmp_path / "gpu_check.md").read_text()
 
