@@ -185,14 +185,17 @@ def _compile_for_this_gpu(missing: FileNotFoundError) -> pathlib.Path:
     return build_kernel_library(f"{major}{minor}", nvcc)
 
 
-def build_kernel_library(arch: str, nvcc: str, cache: pathlib.Path | None = None) -> pathlib.Path:
+def build_kernel_library(arch: str, nvcc: str, cache: pathlib.Path | None = None,
+                         defines: tuple[str, ...] = ()) -> pathlib.Path:
     """Compiles libnaf_cuda for compute capability ``arch`` (e.g. "90") with ``nvcc`` (the CUDA
-    runtime linked statically), once per source and flags: the cached file when it exists."""
+    runtime linked statically), once per source and flags: the cached file when it exists.
+    ``defines``: preprocessor definitions such as "NAF_CSNA_PADDED_STAGING=1" (experimental
+    kernel variants, compared by scripts/gpu_check.py)."""
     if not arch.isdigit():
         raise ValueError(f"arch: expected a compute capability such as '90', got {arch!r}")
     source, include = _kernel_sources()
     flags = ["-O3", "-std=c++17", "-shared", "-Xcompiler=-fPIC,-fvisibility=hidden", "-cudart=static",
-             f"-gencode=arch=compute_{arch},code=sm_{arch}", f"-I{include}"]  # fmt: skip
+             f"-gencode=arch=compute_{arch},code=sm_{arch}", f"-I{include}", *(f"-D{d}" for d in defines)]  # fmt: skip
     digest = hashlib.sha256(source.read_bytes() + (include / "naf" / "cross_scale_attention.h").read_bytes()
                             + (include / "naf" / "cross_scale_attention_cuda.h").read_bytes()
                             + " ".join(flags).encode()).hexdigest()[:16]  # fmt: skip

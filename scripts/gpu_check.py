@@ -32,7 +32,9 @@ row, the run goes on):
 * timing: 20 launches per event pair, C x ratio x dtype, next to the memory floor (bytes the op
   must move / the measured device-to-device copy rate) and the FLOP rate;
 * NAF end to end on CUDA (C = 384, 28x28 features, 448x448 image) at ratios 2..32, through the
-  kernel and through the pure PyTorch op: latency, peak device memory, their agreement.
+  kernel and through the pure PyTorch op: latency, peak device memory, their agreement;
+* experimental kernel variants (built with their -D flags, off by default in CMake) against the
+  default kernel in the same run: correctness, and time per launch as a ratio.
 """
 
 from __future__ import annotations
@@ -548,13 +550,61 @@ def end_to_end(report: Report, device: str, quick: bool) -> None:
                        bound=bound, passed=bool(error < bound))  # fmt: skip
 
 
+# --- experimental kernel variants ---------------------------------------------------------------
+VARIANTS = {"padded staging": ("NAF_CSNA_PADDED_STAGING=1",)}  # CMake NAF_CUDA_PADDED_STAGING
+
+
+def launcher(lib, q, k, v, rows32, cols32, heads, scale, out):
+    """One kernel launch on the current stream, everything prepared (for timing)."""
+    b, dq, out_h, out_w = q.shape
+    shape = native.AttentionShape(b, dq, v.shape[1], out_h, out_w, k.shape[2], k.shape[3], rows32.shape[1], heads)
+    args = (ctypes.byref(shape), 1 if q.dtype == torch.float16 else 0, q.data_ptr(), k.data_ptr(), v.data_ptr(),
+            rows32.data_ptr(), cols32.data_ptr(), float(scale), out.data_ptr(), None)  # fmt: skip
+
+    def launch():
+        rc = lib.naf_csna_forward_cuda(*args, ctypes.c_void_p(torch.cuda.current_stream().cuda_stream))
+        if rc != 0:
+            raise RuntimeError(f"naf_csna_forward_cuda returned CUDA error {rc}")
+
+    return launch
+
+
+def variants(report: Report, nvcc: str, arch: str, work: pathlib.Path) -> None:
+    """Each experimental variant next to the default kernel, in this run: correctness against the
+    reference, and time per launch as a ratio to the default's (the decision to make it default)."""
+    default = cuda_attention.cuda_library()
+    for name, defines in VARIANTS.items():
+        lib = cuda_attention.load_kernel_library(cuda_attention.build_kernel_library(arch, nvcc, work / "cache", defines))
+        for c in (128, 384, 768, 1024):
+            q, k, v, rows, cols = make_case("cuda", 1, 256, c, 4, 28, 28, 448, 448)
+            rows32, cols32 = rows.int(), cols.int()
+            for dtype in (torch.float32, torch.float16):
+                qq, kk, vv = (t.to(dtype) for t in (q, k, v))
+                ref = attend(qq.float(), kk.float(), vv.float(), rows, cols, 4, 0.125)
+                out_default, out_variant = (torch.empty_like(ref, dtype=dtype) for _ in range(2))
+                run_default = launcher(default, qq, kk, vv, rows32, cols32, 4, 0.125, out_default)
+                run_variant = launcher(lib, qq, kk, vv, rows32, cols32, 4, 0.125, out_variant)
+                seconds = {"default": [], "variant": []}
+                for _ in range(3):  # alternated, so drift hits both alike
+                    seconds["default"].append(time_call("cuda", run_default, 20))
+                    seconds["variant"].append(time_call("cuda", run_variant, 20))
+                torch.cuda.synchronize()
+                error = rel_l2(out_variant.float(), ref)
+                bound = F16_BOUND if dtype == torch.float16 else F32_BOUND
+                t_default, t_variant = sorted(seconds["default"])[1], sorted(seconds["variant"])[1]
+                report.row("experimental variants", variant=name, C=c, ratio=16, dtype=str(dtype)[6:], rel_l2=error,
+                           bound=bound, default_ms=t_default * 1e3, variant_ms=t_variant * 1e3,
+                           variant_over_default=t_variant / t_default, passed=bool(error < bound))  # fmt: skip
+
+
 # --- main -----------------------------------------------------------------------------------------
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=pathlib.Path, help="folder for gpu_check.json and gpu_check.md")
     parser.add_argument("--tensorrt-include", help="folder with NvInferRuntime.h (TensorRT 10 headers)")
     parser.add_argument("--dry-run-cpu", action="store_true", help="run the script's logic on the CPU, tiny sizes")
-    parser.add_argument("--skip", nargs="*", default=[], choices=("sanitizer", "tensorrt", "graph", "preprocessing", "timing", "e2e", "raw"))
+    parser.add_argument("--skip", nargs="*", default=[], choices=("sanitizer", "tensorrt", "graph", "preprocessing", "timing", "e2e", "raw",
+                                                              "variants"))
     parser.add_argument("--budget-s", type=float, default=420.0,
                         help="wall-clock budget: later sections are skipped, saying so, when it runs out (default 420)")
     parser.add_argument("--child", choices=("tiny", "graph"), help=argparse.SUPPRESS)
@@ -609,9 +659,11 @@ def main() -> int:
             ("timing", "timing", timing, (device, dry), 60),
             ("naf end to end", "e2e", end_to_end, (device, dry), 60),
             ("raw pointers", "raw", raw_pointer_cases, (device,), 20),
+            ("experimental variants", "variants", variants, (nvcc, arch, work), 40),
             ("compute-sanitizer", "sanitizer", sanitizers, (env, remaining), 60)]  # fmt: skip
     for name, switch, fn, fn_args, needs in plan:
-        if switch in args.skip or (device != "cuda" and name in ("cuda graph", "compute-sanitizer", "raw pointers")):
+        if switch in args.skip or (device != "cuda" and name in ("cuda graph", "compute-sanitizer", "raw pointers",
+                                                                  "experimental variants")):
             continue
         if remaining() < needs:
             report.row(name, note=f"skipped: {remaining():.0f} s of the {args.budget_s:.0f} s budget left")

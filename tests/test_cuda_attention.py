@@ -116,6 +116,9 @@ def test_nvcc_builds_the_library_the_op_loads(tmp_path) -> None:
     needed = library.read_bytes()
     assert b"libcudart.so" not in needed, "the CUDA runtime must be linked statically"
     assert hasattr(ctypes.CDLL(str(library)), "naf_csna_forward_cuda")  # loads without a GPU
+    # The experimental kernel variant scripts/gpu_check.py compares with the default compiles too.
+    variant = cuda_attention.build_kernel_library("87", compiler, tmp_path, ("NAF_CSNA_PADDED_STAGING=1",))
+    assert variant != library and "naf_csna_forward_cuda" in native.elf_exported_symbols(variant)
 
 
 def test_gpu_check_script_dry_run(tmp_path) -> None:

@@ -15,6 +15,11 @@ set_target_properties(naf_core_cuda PROPERTIES
   CUDA_RUNTIME_LIBRARY None)
 target_compile_options(naf_core_cuda PRIVATE
   $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-fvisibility=hidden>)
+# Experimental staging layout of the kernel, off until scripts/gpu_check.py has measured it on a GPU.
+option(NAF_CUDA_PADDED_STAGING "CUDA kernel: padded value staging stride (experimental, not yet run on a GPU)" OFF)
+if(NAF_CUDA_PADDED_STAGING)
+  target_compile_definitions(naf_core_cuda PRIVATE NAF_CSNA_PADDED_STAGING=1)
+endif()
 
 # libnaf_cuda: the kernel's C entry point (naf_csna_forward_cuda) as a library of its own, for
 # PyTorch on CUDA (naf_export/cuda_attention.py loads it with ctypes). The CUDA runtime is linked

@@ -45,6 +45,10 @@
 
 #include "naf/cross_scale_attention_cuda.h"
 
+#ifndef NAF_CSNA_PADDED_STAGING
+#define NAF_CSNA_PADDED_STAGING 0  // CMake NAF_CUDA_PADDED_STAGING: see choose_config
+#endif
+
 namespace {
 
 constexpr int kTileW = 16;         // output columns per tile: 4 lanes x 4 pixels in phase 2
@@ -570,7 +574,16 @@ size_t choose_config(Params& p, int smem_limit) {
       if (u_cap64 > INT_MAX / 1024) continue;
       const int u_cap = static_cast<int>(u_cap64);
       for (int ec = e_pad; ec >= kChannelBlock; ec = round_up(ec / 2, kChannelBlock)) {
+#if NAF_CSNA_PADDED_STAGING
+        // Experimental (not yet run on a GPU; scripts/gpu_check.py compares it with the default):
+        // value chunks keep the +4 padding too. ec is a multiple of 32, so an unpadded stride
+        // puts every staged position of a channel in one shared-memory bank (32-way conflicts
+        // for e = 96, 192, 256 with 4 heads); stride % 32 == 4 spreads them over 8 banks and keeps
+        // the 16-byte alignment of the float4 reads.
+        const int stride = std::max(dq_stride, ec + 4);
+#else
         const int stride = std::max(dq_stride, ec);
+#endif
         const size_t bytes = tiled_smem_bytes(tile_h, u_cap, stride, p.K);
         if (bytes <= static_cast<size_t>(budget)) {
           p.tile_h = tile_h;
