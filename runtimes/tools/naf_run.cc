@@ -170,6 +170,17 @@ Args parse_args(int argc, char** argv) {
 }
 
 double peak_rss_mib() {
+#if defined(__linux__)
+  // VmHWM: this process's own high-water mark. getrusage's ru_maxrss survives execve, so a
+  // naf-run started by a large parent (a Python harness) would report the parent's peak.
+  {
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("VmHWM:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;  // kB
+    }
+  }
+#endif
   struct rusage usage;
   if (getrusage(RUSAGE_SELF, &usage) != 0) return -1;
 #if defined(__APPLE__)
