@@ -135,11 +135,18 @@ def check_attention_inputs(
         )
 
 
+@functools.lru_cache(maxsize=64)
+def _neighborhood_index_on(in_size: int, out_size: int, kernel_size: int, device: torch.device) -> torch.Tensor:
+    # Built and copied to the device once per shape: no host work (and no host-to-device copy,
+    # which CUDA-graph capture forbids) on later calls. Read-only by everything that uses it.
+    return neighborhood_index(in_size, out_size, kernel_size).to(device)
+
+
 def _index_table(name: str, table: torch.Tensor | None, out_size: int, in_size: int, kernel_size: int,
                  device: torch.device) -> torch.Tensor:
     """``table`` checked against the contract ((out_size, K) integers in [0, in_size)), or NAF's."""
     if table is None:
-        return neighborhood_index(in_size, out_size, kernel_size).to(device)
+        return _neighborhood_index_on(in_size, out_size, kernel_size, torch.device(device))
     if not isinstance(table, torch.Tensor) or table.is_floating_point() or table.is_complex():
         raise ValueError(f"{name}: expected an integer torch.Tensor, got {type(table).__name__}")
     if tuple(table.shape) != (out_size, kernel_size):

@@ -283,7 +283,31 @@ def graph_run() -> None:
             result.update({f"{'warmed' if warm else 'first call'}: {k}": v for k, v in _captured_run(warm).items()})
         except Exception as error:  # noqa: BLE001 - reported as a failed row by the parent
             result[f"{'warmed' if warm else 'first call'}: error"] = f"{type(error).__name__}: {error}"[:300]
+    try:
+        result.update({f"naf forward: {k}": v for k, v in _captured_model().items()})
+    except Exception as error:  # noqa: BLE001
+        result["naf forward: error"] = f"{type(error).__name__}: {error}"[:300]
     print(json.dumps(result))
+
+
+def _captured_model() -> dict:
+    """NAF's whole forward (kernel attention) captured after a warm-up call, then replayed."""
+    from naf_export.checkpoint import load_naf
+
+    model = load_naf(None).eval().cuda()
+    image = torch.randn(1, 3, 224, 224, device="cuda")
+    features = torch.randn(1, 384, 14, 14, device="cuda")
+    with torch.inference_mode():
+        eager = model(image, features, (112, 112))
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), torch.cuda.graph(graph):
+            captured = model(image, features, (112, 112))
+        graph.replay()
+        torch.cuda.synchronize()
+    return {"replay matches eager": bool(torch.equal(captured, eager))}
 
 
 def _captured_run(warm: bool) -> dict:
@@ -367,7 +391,7 @@ def cuda_graph(report: Report, env: dict) -> None:
                    passed=False)  # fmt: skip
         return
     data = json.loads(lines[-1])
-    for phase in ("first call", "warmed"):
+    for phase in ("first call", "warmed", "naf forward"):
         fields = {k.split(": ", 1)[1]: v for k, v in data.items() if k.startswith(phase + ": ")}
         report.row("cuda graph", case=f"{phase} inside capture, replay", **fields,
                    passed=bool(fields) and all(v is True for v in fields.values()))
