@@ -138,8 +138,10 @@ def check_attention_inputs(
 @functools.lru_cache(maxsize=64)
 def _neighborhood_index_on(in_size: int, out_size: int, kernel_size: int, device: torch.device) -> torch.Tensor:
     # Built and copied to the device once per shape: no host work (and no host-to-device copy,
-    # which CUDA-graph capture forbids) on later calls. Read-only by everything that uses it.
-    return neighborhood_index(in_size, out_size, kernel_size).to(device)
+    # which CUDA-graph capture forbids) on later calls. Read-only by everything that uses it; a
+    # normal tensor even when first asked for under inference_mode (autograd may save it later).
+    with torch.inference_mode(False):
+        return neighborhood_index(in_size, out_size, kernel_size).to(device)
 
 
 def _index_table(name: str, table: torch.Tensor | None, out_size: int, in_size: int, kernel_size: int,

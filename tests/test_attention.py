@@ -139,3 +139,17 @@ def test_non_4d_and_integer_inputs_rejected():
         cross_scale_neighborhood_attention(q, k, v.long(), 2)
     with pytest.raises(ValueError, match=r"kernel_size: expected a positive odd int"):
         cross_scale_neighborhood_attention(q, k, v, 2, kernel_size=4)
+
+
+def test_cached_index_tables_serve_autograd_after_inference_mode() -> None:
+    """NAF's index tables are cached per shape and device; one first built under inference_mode
+    must still serve a later call that autograd records (it saves the tables for backward)."""
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 8, 37, 41, generator=gen)
+    k = torch.randn(1, 8, 13, 15, generator=gen)
+    v = torch.randn(1, 4, 13, 15, generator=gen)
+    with torch.inference_mode():
+        cross_scale_neighborhood_attention(q, k, v, 2, 9)
+    query = q.clone().requires_grad_()
+    cross_scale_neighborhood_attention(query, k, v, 2, 9).sum().backward()
+    assert query.grad is not None and torch.isfinite(query.grad).all()
