@@ -87,19 +87,29 @@ def op(q, k, v, rows, cols, heads, scale):
     return torch.ops.naf_export.cross_scale_attention(q, k, v, rows, cols, heads, scale)
 
 
-def raw_forward(lib, q, k, v, rows, cols, heads, scale, out_ptr, flag_ptr=None):
-    """naf_csna_forward_cuda on explicit pointers (the op never passes an unaligned output)."""
+def launcher(lib, q, k, v, rows32, cols32, heads, scale, out_ptr, flag_ptr=None):
+    """One launch of naf_csna_forward_cuda on the current stream, its arguments prepared once (so
+    timing measures the kernel); int32 tables, all tensors kept alive by the caller."""
     b, dq, out_h, out_w = q.shape
-    shape = native.AttentionShape(b, dq, v.shape[1], out_h, out_w, k.shape[2], k.shape[3], rows.shape[1], heads)
+    shape = native.AttentionShape(b, dq, v.shape[1], out_h, out_w, k.shape[2], k.shape[3], rows32.shape[1], heads)
+    args = (ctypes.byref(shape), 1 if q.dtype == torch.float16 else 0, q.data_ptr(), k.data_ptr(), v.data_ptr(),
+            rows32.data_ptr(), cols32.data_ptr(), float(scale), out_ptr, flag_ptr)  # fmt: skip
+
+    def launch():
+        rc = lib.naf_csna_forward_cuda(*args, ctypes.c_void_p(torch.cuda.current_stream().cuda_stream))
+        if rc != 0:
+            raise RuntimeError(f"naf_csna_forward_cuda returned CUDA error {rc}")
+
+    return launch
+
+
+def raw_forward(lib, q, k, v, rows, cols, heads, scale, out_ptr, flag_ptr=None):
+    """naf_csna_forward_cuda on explicit pointers (the op never passes an unaligned output), waited for."""
     # Held until the kernel is done: a temporary's memory would be reused before the kernel runs.
     rows32, cols32 = rows.int().contiguous(), cols.int().contiguous()
-    rc = lib.naf_csna_forward_cuda(ctypes.byref(shape), 1 if q.dtype == torch.float16 else 0, q.data_ptr(),
-                                   k.data_ptr(), v.data_ptr(), rows32.data_ptr(), cols32.data_ptr(), float(scale),
-                                   out_ptr, flag_ptr, ctypes.c_void_p(torch.cuda.current_stream().cuda_stream))  # fmt: skip
+    launcher(lib, q, k, v, rows32, cols32, heads, scale, out_ptr, flag_ptr)()
     torch.cuda.synchronize()
     del rows32, cols32
-    if rc != 0:
-        raise RuntimeError(f"naf_csna_forward_cuda returned CUDA error {rc}")
 
 
 def kernel_names(fn) -> list[str]:
@@ -155,7 +165,7 @@ def section(report: Report, name: str, fn, *args) -> None:
 
 
 # --- correctness ----------------------------------------------------------------------------------
-def compare(report, name, device, q, k, v, rows, cols, heads, scale=None, dtype=torch.float32):
+def compare(report, name, q, k, v, rows, cols, heads, scale=None, dtype=torch.float32):
     scale = (q.shape[1] // heads) ** -0.5 if scale is None else scale
     q, k, v = (t.to(dtype) for t in (q, k, v))
     got = op(q, k, v, rows, cols, heads, scale)
@@ -188,15 +198,15 @@ def correctness(report: Report, device: str, quick: bool) -> None:
     for name, (b, dq, c, heads, h, w, out_h, out_w) in cases:
         inputs = make_case(device, b, dq, c, heads, h, w, out_h, out_w)
         for dtype in dtypes:
-            compare(report, name, device, *inputs, heads, dtype=dtype)
+            compare(report, name, *inputs, heads, dtype=dtype)
     # The in-CTA fallback: arbitrary valid tables make tile unions larger than the capacity.
     inputs = make_case(device, 2, 64, 96, 4, 20, 24, 80, 96, tables="random")
     for dtype in dtypes:
-        compare(report, "arbitrary tables (in-CTA fallback)", device, *inputs, 4, dtype=dtype)
+        compare(report, "arbitrary tables (in-CTA fallback)", *inputs, 4, dtype=dtype)
     # The simple whole-pixel kernel: a 41x41 window of 256-channel keys cannot fit shared memory.
     inputs = make_case(device, 1, 256, 64, 1, 41, 41, 82, 82, k=41)
     for dtype in dtypes:
-        row = compare(report, "K 41, one 256-channel head (whole-pixel kernel)", device, *inputs, 1, dtype=dtype)
+        row = compare(report, "K 41, one 256-channel head (whole-pixel kernel)", *inputs, 1, dtype=dtype)
         if device == "cuda":
             names = kernel_names(lambda: op(*(t.to(dtype) for t in inputs[:3]), *inputs[3:], 1, 0.0625))
             seen = {"passed": any("naive" in n for n in names)} if names else {"note": "profiler saw no kernels"}
@@ -204,7 +214,7 @@ def correctness(report: Report, device: str, quick: bool) -> None:
     # Large logits: softmax of logits around 1e3 must not overflow.
     q, k, v, rows, cols = make_case(device, 1, 64, 64, 2, 16, 16, 64, 64)
     for dtype in dtypes:
-        compare(report, "large logits (scale 30)", device, q * 4, k * 4, v, rows, cols, 2, scale=30.0, dtype=dtype)
+        compare(report, "large logits (scale 30)", q * 4, k * 4, v, rows, cols, 2, scale=30.0, dtype=dtype)
 
 
 
@@ -578,21 +588,6 @@ def end_to_end(report: Report, device: str, quick: bool) -> None:
 VARIANTS = {"padded staging": ("NAF_CSNA_PADDED_STAGING=1",)}  # CMake NAF_CUDA_PADDED_STAGING
 
 
-def launcher(lib, q, k, v, rows32, cols32, heads, scale, out):
-    """One kernel launch on the current stream, everything prepared (for timing)."""
-    b, dq, out_h, out_w = q.shape
-    shape = native.AttentionShape(b, dq, v.shape[1], out_h, out_w, k.shape[2], k.shape[3], rows32.shape[1], heads)
-    args = (ctypes.byref(shape), 1 if q.dtype == torch.float16 else 0, q.data_ptr(), k.data_ptr(), v.data_ptr(),
-            rows32.data_ptr(), cols32.data_ptr(), float(scale), out.data_ptr(), None)  # fmt: skip
-
-    def launch():
-        rc = lib.naf_csna_forward_cuda(*args, ctypes.c_void_p(torch.cuda.current_stream().cuda_stream))
-        if rc != 0:
-            raise RuntimeError(f"naf_csna_forward_cuda returned CUDA error {rc}")
-
-    return launch
-
-
 def variants(report: Report, nvcc: str, arch: str, work: pathlib.Path) -> None:
     """Each experimental variant next to the default kernel, in this run: correctness against the
     reference, and time per launch as a ratio to the default's (the decision to make it default)."""
@@ -606,8 +601,8 @@ def variants(report: Report, nvcc: str, arch: str, work: pathlib.Path) -> None:
                 qq, kk, vv = (t.to(dtype) for t in (q, k, v))
                 ref = attend(qq.float(), kk.float(), vv.float(), rows, cols, 4, 0.125)
                 out_default, out_variant = (torch.empty_like(ref, dtype=dtype) for _ in range(2))
-                run_default = launcher(default, qq, kk, vv, rows32, cols32, 4, 0.125, out_default)
-                run_variant = launcher(lib, qq, kk, vv, rows32, cols32, 4, 0.125, out_variant)
+                run_default = launcher(default, qq, kk, vv, rows32, cols32, 4, 0.125, out_default.data_ptr())
+                run_variant = launcher(lib, qq, kk, vv, rows32, cols32, 4, 0.125, out_variant.data_ptr())
                 seconds = {"default": [], "variant": []}
                 for _ in range(3):  # alternated, so drift hits both alike
                     seconds["default"].append(time_call("cuda", run_default, 20))
